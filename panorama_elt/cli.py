@@ -1,0 +1,338 @@
+"""Command-line interface; every PanoramaError becomes one line and an exit code here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from panorama_elt.__about__ import __version__
+from panorama_elt.errors import PanoramaError, UsageError
+from panorama_elt.lock import run_lock
+from panorama_elt.secrets import SecretFilter, install_secret_filter
+from panorama_elt.settings import Settings, TableSettings, load_settings
+
+log = logging.getLogger("panorama_elt")
+DEFAULT_SETTINGS = "panorama_settings.yaml"
+
+
+class Context:
+    """What the group options set up for the commands."""
+
+    def __init__(self, settings_file: str, debug: bool) -> None:
+        self.settings_file = settings_file
+        self.debug = debug
+        self._settings: Settings | None = None
+        self.secrets = SecretFilter()
+
+    @property
+    def settings(self) -> Settings:
+        """The validated settings (loaded on first use)."""
+        if self._settings is None:
+            self._settings = load_settings(self.settings_file)
+            self.secrets.add_from_settings(self._settings)
+        return self._settings
+
+
+def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn PanoramaError into one red line and its exit code; --debug adds the traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context().find_object(Context)
+        try:
+            return command(*args, **kwargs)
+        except PanoramaError as exc:
+            if ctx is not None and ctx.debug:
+                log.exception("traceback")
+            message = ctx.secrets.scrub(str(exc)) if ctx else str(exc)
+            click.secho(f"Error: {message}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--all / --datasource / --tables, and the rule that exactly one way of choosing is used."""
+
+    @click.option("--all", "all_tables", is_flag=True, help="Every table of every datasource.")
+    @click.option("--datasource", help="Every table of this datasource.")
+    @click.option("--tables", "-t", "tables", help="Comma-separated table names.")
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any, all_tables: bool, datasource: str | None, tables: str | None, **kwargs: Any
+    ) -> Any:
+        if all_tables and (datasource or tables):
+            raise click.UsageError("--all cannot be combined with --datasource or --tables")
+        if not (all_tables or datasource or tables):
+            raise click.UsageError(
+                "choose the tables with --all, --datasource NAME or --tables a,b"
+            )
+        names = [t.strip() for t in tables.split(",") if t.strip()] if tables else None
+        if tables is not None and not names:
+            raise click.UsageError("--tables needs at least one table name")
+
+        def select(settings: Settings) -> list[TableSettings]:
+            return settings.select(all_tables, datasource, names)
+
+        return command(*args, select=select, **kwargs)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--settings",
+    "settings_file",
+    default=DEFAULT_SETTINGS,
+    show_default=True,
+    envvar="PANORAMA_SETTINGS",
+    help="Settings file (YAML).",
+)
+@click.option("--debug", is_flag=True, help="Verbose logs and tracebacks (secrets stay hidden).")
+@click.version_option(__version__, prog_name="panorama-elt")
+@click.pass_context
+def main(ctx: click.Context, settings_file: str, debug: bool) -> None:
+    """Copy MySQL and Open edX data into a datalake (S3 + Glue + Athena, or local DuckDB)."""
+    ctx.obj = Context(settings_file, debug)
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stdout,
+        force=True,
+    )
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.WARNING)
+    install_secret_filter(ctx.obj.secrets)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def _datalake(ctx: Context) -> Any:
+    from panorama_elt.datalakes import make_datalake
+
+    return make_datalake(ctx.settings.datalake)
+
+
+@main.command("extract-and-load")
+@selection_options
+@click.option("--force", is_flag=True, help="Full extraction, also of incremental tables.")
+@click.option(
+    "--results-file",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the run summary as JSON.",
+)
+@pass_context
+@handle_errors
+def extract_and_load(
+    ctx: Context,
+    select: Callable[[Settings], list[TableSettings]],
+    force: bool,
+    results_file: str | None,
+) -> None:
+    """Extract tables, upload their files and register new partitions."""
+    from panorama_elt.runner import Runner, results_document
+
+    settings = ctx.settings
+    tables = select(settings)
+    started = datetime.now(timezone.utc)
+    clock = time.monotonic()
+    with run_lock(settings.file):
+        datalake = _datalake(ctx)
+        runner = Runner(settings, datalake)
+        try:
+            results = runner.run(tables, force)
+        finally:
+            runner.close()
+            datalake.close()
+    failed = [r for r in results if r.status != "ok"]
+    _print_summary(results)
+    if results_file:
+        document = {
+            "panorama_elt_version": __version__,
+            "settings_file": str(Path(ctx.settings_file).resolve()),
+            "started_at": started.isoformat(timespec="seconds"),
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.monotonic() - clock, 3),
+            "force": force,
+            "status": "failed" if failed else "ok",
+            "exit_code": 1 if failed else 0,
+            "tables": results_document(results),
+        }
+        Path(results_file).write_text(
+            ctx.secrets.scrub(json.dumps(document, indent=2)) + "\n", encoding="utf-8"
+        )
+    if failed:
+        click.secho(
+            f"{len(failed)} of {len(results)} tables failed: {', '.join(r.table for r in failed)}",
+            fg="red",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def _print_summary(results: list[Any]) -> None:
+    header = f"{'table':<44} {'mode':<11} {'rows':>10} {'parts':>6} {'new':>5} {'removed':>7} {'bytes':>12} {'secs':>7} {'zero dates':>10}  status"
+    click.echo(header)
+    for r in results:
+        status = "ok" if r.status == "ok" else f"FAILED: {r.error}"
+        click.echo(
+            f"{r.table:<44} {r.mode:<11} {r.rows:>10} {r.partitions_written:>6} {r.partitions_registered:>5} "
+            f"{r.partitions_removed:>7} {r.bytes:>12} {r.seconds:>7.2f} {r.zero_dates:>10}  {status}"
+        )
+
+
+@main.command("create-datalake-tables")
+@selection_options
+@pass_context
+@handle_errors
+def create_datalake_tables(ctx: Context, select: Callable[[Settings], list[TableSettings]]) -> None:
+    """Create (or update) the raw tables in the catalog."""
+    _each_table(ctx, select, "create_table", "raw table", lambda t: t.datalake_table_name)
+
+
+@main.command("create-datalake-views")
+@selection_options
+@pass_context
+@handle_errors
+def create_datalake_views(ctx: Context, select: Callable[[Settings], list[TableSettings]]) -> None:
+    """Create or replace the typed views over the raw tables."""
+    _each_table(ctx, select, "create_view", "view", lambda t: t.datalake_table_view)
+
+
+main.add_command(create_datalake_views, "create-table-views")
+
+
+@main.command("drop-datalake-tables")
+@selection_options
+@pass_context
+@handle_errors
+def drop_datalake_tables(ctx: Context, select: Callable[[Settings], list[TableSettings]]) -> None:
+    """Drop the raw tables and their views (the files stay)."""
+    _each_table(ctx, select, "drop_table", "dropped", lambda t: t.datalake_table_name)
+
+
+def _each_table(
+    ctx: Context,
+    select: Callable[[Settings], list[TableSettings]],
+    method: str,
+    what: str,
+    name: Callable[[TableSettings], str],
+) -> None:
+    tables = select(ctx.settings)
+    datalake = _datalake(ctx)
+    failures = 0
+    try:
+        for table in tables:
+            if not table.fields:
+                click.secho(
+                    f"{table.name}: no fields in the settings; run set-tables-fields first",
+                    fg="red",
+                    err=True,
+                )
+                failures += 1
+                continue
+            try:
+                getattr(datalake, method)(table)
+                click.echo(f"{table.name}: {what} {name(table)}")
+            except PanoramaError as exc:
+                failures += 1
+                click.secho(f"{table.name}: {ctx.secrets.scrub(str(exc))}", fg="red", err=True)
+    finally:
+        datalake.close()
+    if failures:
+        sys.exit(1)
+
+
+@main.command("set-tables")
+@click.option("--tables", "-t", "tables", required=True, help="Comma-separated table names.")
+@click.option("--datasource", help="Datasource to set (default: the only MySQL datasource).")
+@pass_context
+@handle_errors
+def set_tables(ctx: Context, tables: str, datasource: str | None) -> None:
+    """Write a datasource's table list into the settings file."""
+    from panorama_elt.settings_file import set_tables as write_tables
+
+    names = [t.strip() for t in tables.split(",") if t.strip()]
+    if not names:
+        raise UsageError("--tables needs at least one table name")
+    ds = write_tables(Path(ctx.settings_file), names, datasource)
+    click.echo(f"{ds}: tables set to {', '.join(names)} in {ctx.settings_file}")
+
+
+@main.command("set-tables-fields")
+@selection_options
+@pass_context
+@handle_errors
+def set_tables_fields(ctx: Context, select: Callable[[Settings], list[TableSettings]]) -> None:
+    """Read each table's columns and types from the source and write them into the settings."""
+    from panorama_elt.datasources import make_datasource
+    from panorama_elt.settings_file import set_fields
+
+    settings = ctx.settings
+    tables = select(settings)
+    found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    missing = []
+    for ds_name in dict.fromkeys(t.datasource for t in tables):
+        names = [t.name for t in tables if t.datasource == ds_name]
+        source = make_datasource(settings.datasource(ds_name))
+        try:
+            columns = source.describe(names)
+        finally:
+            source.close()
+        for name in names:
+            if name in columns:
+                found[(ds_name, name)] = columns[name]
+            else:
+                missing.append(f"{ds_name}.{name}")
+    set_fields(Path(ctx.settings_file), found)
+    for (ds_name, name), cols in found.items():
+        click.echo(f"{ds_name}.{name}: {len(cols)} fields")
+    if missing:
+        click.secho(f"not found in the source: {', '.join(missing)}", fg="red", err=True)
+        sys.exit(1)
+
+
+@main.command("test-connections")
+@pass_context
+@handle_errors
+def test_connections(ctx: Context) -> None:
+    """Check every datasource and the datalake; one line each."""
+    from panorama_elt.datasources import make_datasource
+
+    settings = ctx.settings
+    failed = False
+    for ds in settings.datasources:
+        try:
+            source = make_datasource(ds)
+            try:
+                detail = source.test_connection()
+            finally:
+                source.close()
+            click.echo(f"OK      datasource {ds.name}: {detail}")
+        except PanoramaError as exc:
+            failed = True
+            click.secho(f"FAILED  datasource {ds.name}: {ctx.secrets.scrub(str(exc))}", fg="red")
+    try:
+        datalake = _datalake(ctx)
+        try:
+            checks = datalake.test_connection()
+        finally:
+            datalake.close()
+    except PanoramaError as exc:
+        checks = [("datalake", False, str(exc))]
+    for what, ok, detail in checks:
+        failed = failed or not ok
+        line = f"{'OK' if ok else 'FAILED':<7} datalake {what}: {ctx.secrets.scrub(detail)}"
+        click.secho(line, fg=None if ok else "red")
+    if failed:
+        sys.exit(1)

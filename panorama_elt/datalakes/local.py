@@ -1,0 +1,224 @@
+"""Local datalake: the bucket's tree on disk, and a DuckDB file with raw tables and typed views."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from panorama_elt.datalakes.base import Datalake, PartitionValues
+from panorama_elt.encoding import sql_string
+from panorama_elt.errors import DatalakeError
+from panorama_elt.settings import DatalakeSettings, TableSettings
+from panorama_elt.views import create_view_sql, quote_name, raw_columns
+
+CATALOG_TABLE = "panorama_partitions"
+_FILE_COLUMN = "panorama_file"
+_MAX_LINE_BYTES = 1 << 30
+
+
+def read_csv_sql(files: list[str], columns: list[str]) -> str:
+    """DuckDB read_csv over our encoded files: every column text, no NULL guessing."""
+    file_list = "[" + ", ".join(sql_string(f) for f in files) + "]"
+    column_map = "{" + ", ".join(f"{sql_string(c)}: 'VARCHAR'" for c in columns) + "}"
+    return (
+        f"read_csv({file_list}, columns={column_map}, header=true, delim=',', quote='\"', "
+        "escape='\\', auto_detect=false, allow_quoted_nulls=false, strict_mode=true, "
+        f"max_line_size={_MAX_LINE_BYTES}, filename={sql_string(_FILE_COLUMN)})"
+    )
+
+
+class LocalDatalake(Datalake):
+    """Files under ``path``; catalog, raw tables (views over the files) and typed views in DuckDB."""
+
+    dialect = "duckdb"
+
+    def __init__(self, settings: DatalakeSettings) -> None:
+        super().__init__(settings)
+        assert settings.path is not None
+        self.root = settings.path
+        self.database_file = settings.database_file or self.root / f"{settings.database}.duckdb"
+        self._db: duckdb.DuckDBPyConnection | None = None
+
+    @property
+    def db(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection, opened on first use, with the partition catalog in place."""
+        if self._db is None:
+            try:
+                self.database_file.parent.mkdir(parents=True, exist_ok=True)
+                self._db = duckdb.connect(str(self.database_file))
+            except (duckdb.Error, OSError) as exc:
+                raise DatalakeError(
+                    f"cannot open the local datalake database {self.database_file}: {exc}"
+                ) from None
+            self._db.execute(
+                f"CREATE TABLE IF NOT EXISTS {CATALOG_TABLE} "
+                "(raw_table VARCHAR NOT NULL, file VARCHAR PRIMARY KEY, vals VARCHAR[] NOT NULL)"
+            )
+        return self._db
+
+    def _execute(self, sql: str, params: list[Any] | None = None) -> Any:
+        try:
+            return self.db.execute(sql, params or [])
+        except duckdb.Error as exc:
+            raise DatalakeError(f"DuckDB: {exc}") from None
+
+    def test_connection(self) -> list[tuple[str, bool, str]]:
+        checks = []
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".panorama-probe-{uuid.uuid4().hex}"
+            probe.write_text("ok")
+            probe.unlink()
+            checks.append(("files", True, f"{self.root} is writable"))
+        except OSError as exc:
+            checks.append(("files", False, f"{self.root}: {exc.strerror or exc}"))
+        try:
+            version = self._execute("SELECT version()").fetchone()[0]
+            checks.append(("catalog", True, f"DuckDB {version} at {self.database_file}"))
+        except DatalakeError as exc:
+            checks.append(("catalog", False, str(exc)))
+        return checks
+
+    def path_of(self, key: str) -> Path:
+        """Where an object key lives on disk."""
+        return self.root / key
+
+    def upload(self, local_file: Path, key: str) -> None:
+        dest = self.path_of(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        # Move next to the destination under a hidden name, then rename: readers only ever
+        # see the old complete file or the new complete file.
+        part = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.part"
+        try:
+            shutil.move(local_file, part)
+            os.replace(part, dest)
+        finally:
+            if part.exists():
+                part.unlink()
+
+    def create_table(self, table: TableSettings) -> None:
+        self._refresh_raw(table)
+
+    def drop_table(self, table: TableSettings) -> None:
+        self._execute(f"DROP VIEW IF EXISTS {quote_name(table.datalake_table_view)}")
+        self._execute(f"DROP VIEW IF EXISTS {quote_name(table.datalake_table_name)}")
+        self._execute(
+            f"DELETE FROM {CATALOG_TABLE} WHERE raw_table = ?", [table.datalake_table_name]
+        )
+
+    def create_view(self, table: TableSettings) -> None:
+        if not self._exists(table.datalake_table_name):
+            raise DatalakeError(
+                f"{table.name}: raw table {table.datalake_table_name} does not exist; run create-datalake-tables first"
+            )
+        self._execute(create_view_sql(table, self.settings, self.dialect))
+
+    def partitions(self, table: TableSettings) -> set[PartitionValues]:
+        rows = self._execute(
+            f"SELECT vals FROM {CATALOG_TABLE} WHERE raw_table = ?", [table.datalake_table_name]
+        ).fetchall()
+        return {tuple(r[0]) for r in rows}
+
+    def add_partitions(self, table: TableSettings, partitions: Iterable[PartitionValues]) -> None:
+        rows = [
+            [table.datalake_table_name, str(self.path_of(self.key(table, p))), list(p)]
+            for p in partitions
+        ]
+        if not rows:
+            return
+        self._execute("BEGIN TRANSACTION")
+        try:
+            self.db.executemany(f"INSERT OR REPLACE INTO {CATALOG_TABLE} VALUES (?, ?, ?)", rows)
+            self._refresh_raw(table)
+            self._execute("COMMIT")
+        except BaseException:
+            self._execute("ROLLBACK")
+            raise
+
+    def remove_partitions(
+        self, table: TableSettings, partitions: Iterable[PartitionValues]
+    ) -> None:
+        files = [self.path_of(self.key(table, p)) for p in partitions]
+        if not files:
+            return
+        self._execute("BEGIN TRANSACTION")
+        try:
+            self.db.executemany(
+                f"DELETE FROM {CATALOG_TABLE} WHERE file = ?", [[str(f)] for f in files]
+            )
+            self._refresh_raw(table)
+            self._execute("COMMIT")
+        except BaseException:
+            self._execute("ROLLBACK")
+            raise
+        # Unregistered first, deleted second: a crash in between leaves only unread files.
+        for f in files:
+            f.unlink(missing_ok=True)
+            _remove_empty_parents(f.parent, self.root)
+
+    def read_state(self, key: str) -> str | None:
+        try:
+            return self.path_of(key).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def write_state(self, key: str, text: str) -> None:
+        dest = self.path_of(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.part"
+        part.write_text(text, encoding="utf-8")
+        os.replace(part, dest)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _exists(self, name: str) -> bool:
+        row = self._execute(
+            "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT internal", [name]
+        ).fetchone()
+        return bool(row[0])
+
+    def _refresh_raw(self, table: TableSettings) -> None:
+        """(Re)define the raw table as a view over exactly the registered files."""
+        columns = raw_columns(table, self.settings)
+        file_columns = [f.name for f in table.file_fields]
+        part_columns = columns[len(file_columns) :]
+        files = [
+            r[0]
+            for r in self._execute(
+                f"SELECT file FROM {CATALOG_TABLE} WHERE raw_table = ? ORDER BY file",
+                [table.datalake_table_name],
+            ).fetchall()
+        ]
+        name = quote_name(table.datalake_table_name)
+        if not files:
+            select = ", ".join(f"CAST(NULL AS VARCHAR) AS {quote_name(c)}" for c in columns)
+            sql = f"CREATE OR REPLACE VIEW {name} AS SELECT {select} WHERE false"
+        else:
+            select = [f"r.{quote_name(c)}" for c in file_columns] + [
+                f"p.vals[{i + 1}] AS {quote_name(c)}" for i, c in enumerate(part_columns)
+            ]
+            sql = (
+                f"CREATE OR REPLACE VIEW {name} AS SELECT {', '.join(select)} "
+                f"FROM {read_csv_sql(files, file_columns)} r "
+                f"JOIN {CATALOG_TABLE} p ON p.file = r.{quote_name(_FILE_COLUMN)}"
+            )
+        self._execute(sql)
+
+
+def _remove_empty_parents(folder: Path, root: Path) -> None:
+    """Remove now-empty partition folders up to (not including) the datalake root."""
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent

@@ -1,0 +1,47 @@
+"""One run at a time per settings file: cron overlaps exit at once."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from panorama_elt.errors import LockedError
+
+
+def lock_path(settings_file: Path) -> Path:
+    """The lock file of a settings file (in the temp dir, so read-only /config mounts work)."""
+    digest = hashlib.sha1(str(settings_file.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"panorama-elt-{digest}.lock"
+
+
+@contextlib.contextmanager
+def run_lock(settings_file: Path) -> Iterator[None]:
+    """Hold an exclusive, non-blocking lock; raise LockedError when another run has it.
+
+    flock is released by the kernel when the process dies, so a crashed run never leaves a
+    stale lock behind.
+    """
+    path = lock_path(settings_file)
+    handle = open(path, "a+")  # noqa: SIM115 - held for the duration of the run
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise LockedError(
+                f"another extract-and-load with {settings_file} is still running (pid {holder}); "
+                "this run exits without touching anything"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()

@@ -1,0 +1,78 @@
+"""set-tables and set-tables-fields: rewrite parts of the settings file, keeping the rest."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from panorama_elt.errors import SettingsError, UsageError
+from panorama_elt.settings import is_identifier, parse_settings, read_settings_yaml
+
+
+def set_tables(path: Path, names: list[str], datasource: str | None) -> str:
+    """Make ``names`` the table list of a datasource; keep what those tables already had."""
+    bad = [n for n in names if not is_identifier(n)]
+    if bad:
+        raise UsageError(f"--tables: {', '.join(map(repr, bad))} is not a plain table name")
+    data = read_settings_yaml(path)
+    source = _find_datasource(data, datasource)
+    current = {t.get("name"): t for t in source.get("tables") or [] if isinstance(t, dict)}
+    source["tables"] = [current.get(name, {"name": name}) for name in names]
+    _write(path, data)
+    return str(source.get("name"))
+
+
+def set_fields(path: Path, found: dict[tuple[str, str], list[tuple[str, str]]]) -> None:
+    """Write each table's (column, type) list; constant fields the user added are kept."""
+    data = read_settings_yaml(path)
+    for source in data.get("datasources") or []:
+        for table in source.get("tables") or []:
+            columns = found.get((source.get("name"), table.get("name")))
+            if columns is None:
+                continue
+            constants = [
+                f for f in table.get("fields") or [] if isinstance(f, dict) and "value" in f
+            ]
+            known = {c for c, _ in columns}
+            table["fields"] = [{"name": c, "type": t} for c, t in columns] + [
+                f for f in constants if f.get("name") not in known
+            ]
+    _write(path, data)
+
+
+def _find_datasource(data: Any, name: str | None) -> dict[str, Any]:
+    sources = (
+        [s for s in (data.get("datasources") or []) if isinstance(s, dict)]
+        if isinstance(data, dict)
+        else []
+    )
+    if name is not None:
+        for source in sources:
+            if source.get("name") == name:
+                return source
+        raise UsageError(f"--datasource: no datasource named {name!r} in the settings")
+    mysql = [s for s in sources if s.get("type") == "mysql"]
+    if len(mysql) != 1:
+        raise UsageError(
+            f"the settings have {len(mysql)} mysql datasources: choose one with --datasource"
+        )
+    return mysql[0]
+
+
+def _write(path: Path, data: Any) -> None:
+    """Validate the new document, keep a backup, then replace the file."""
+    try:
+        parse_settings(data, path)
+    except SettingsError as exc:
+        # Only the structure matters here: unset ${ENV} values are fine to write back.
+        real = [p for p in exc.problems if "environment variable" not in p]
+        if real:
+            raise SettingsError(real, str(path)) from None
+    shutil.copy2(path, path.with_name(path.name + ".bak"))
+    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

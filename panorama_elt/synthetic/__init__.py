@@ -1,0 +1,1 @@
+"""Synthetic source databases for tests, the demo and benchmarks."""
