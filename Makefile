@@ -1,0 +1,49 @@
+# panorama-elt: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= venv
+PYTHON_BIN ?= python3
+PY := $(VENV)/bin/python
+.DEFAULT_GOAL := help
+
+help: ## Show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/bin/python:
+	@$(PYTHON_BIN) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3-venv is missing: installing it (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; \
+	  rm -rf $(VENV); $(PYTHON_BIN) -m venv $(VENV); }
+	@$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $@ $(VENV)/.runtime
+
+install: $(VENV)/.runtime ## Create venv/, install pinned requirements, create panorama_settings.yaml if missing
+	@if [ ! -f panorama_settings.yaml ]; then cp panorama_settings.yaml.template panorama_settings.yaml; \
+	  echo "created panorama_settings.yaml from the template: edit it"; fi
+
+test: $(VENV)/.dev ## Run every test (starts the project's private MariaDB)
+	bash scripts/mariadb.sh start
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(VENV)/.dev ## Synthetic Open edX database -> local datalake -> report from the typed views
+	bash scripts/demo.sh
+
+lint: $(VENV)/.dev ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check panorama_elt tests panorama.py
+	$(VENV)/bin/ruff format --check panorama_elt tests panorama.py
+	$(VENV)/bin/mypy panorama_elt
+
+mariadb-stop: ## Stop the private MariaDB
+	bash scripts/mariadb.sh stop
+
+clean: ## Remove build products, caches and the demo datalake (keeps venv/)
+	rm -rf build/demo .pytest_cache .ruff_cache .mypy_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+.PHONY: help install test demo lint mariadb-stop clean
