@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,7 @@ def extract_and_load(
 
     settings = ctx.settings
     tables = select(settings)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     clock = time.monotonic()
     with run_lock(settings.file):
         datalake = _datalake(ctx)
@@ -161,7 +161,7 @@ def extract_and_load(
             "panorama_elt_version": __version__,
             "settings_file": str(Path(ctx.settings_file).resolve()),
             "started_at": started.isoformat(timespec="seconds"),
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "seconds": round(time.monotonic() - clock, 3),
             "force": force,
             "status": "failed" if failed else "ok",

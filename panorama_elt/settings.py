@@ -357,7 +357,7 @@ class _Checker:
             if required:
                 self.fail(_join(path, key), "is required")
             return None
-        if isinstance(value, bool) or isinstance(value, (list, dict)):
+        if isinstance(value, (bool, list, dict)):
             self.fail(_join(path, key), f"must be text, got {_kind(value)}")
             return None
         return str(value)
@@ -513,7 +513,7 @@ class _Checker:
             name = self.identifier(d, "name", p, required=True)
             value = self.text(d, "value", p, required=True)
             ctype = self.column_type(d.get("type") or "varchar", _join(p, "type"))
-            if name in (bp.name for bp in parts):
+            if name in {bp.name for bp in parts}:
                 self.fail(_join(p, "name"), f"duplicate base partition {name!r}")
             if name and value is not None and ctype:
                 parts.append(BasePartition(name, ctype, value))

@@ -65,8 +65,8 @@ class CsvWriter:
         rows_written = zero_dates = 0
         raw = open(path, "wb")  # noqa: SIM115 - closed below, possibly through gzip
         try:
-            stream: io.BufferedIOBase = (
-                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0)  # type: ignore[assignment]
+            stream: Any = (
+                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0)
                 if self.compression == "gzip"
                 else raw
             )
@@ -98,7 +98,7 @@ class CsvWriter:
                 stream.close()
         except UnicodeError as exc:
             raise SourceError(
-                f"{self.table.name}: row {rows_written + 1} holds text that is not valid UTF-8 ({exc.reason})"
+                f"{self.table.name}: row {rows_written + 1} holds text that is not valid UTF-8 ({exc})"
             ) from None
         finally:
             raw.close()

@@ -203,11 +203,11 @@ class LocalDatalake(Datalake):
             select = ", ".join(f"CAST(NULL AS VARCHAR) AS {quote_name(c)}" for c in columns)
             sql = f"CREATE OR REPLACE VIEW {name} AS SELECT {select} WHERE false"
         else:
-            select = [f"r.{quote_name(c)}" for c in file_columns] + [
+            picks = [f"r.{quote_name(c)}" for c in file_columns] + [
                 f"p.vals[{i + 1}] AS {quote_name(c)}" for i, c in enumerate(part_columns)
             ]
             sql = (
-                f"CREATE OR REPLACE VIEW {name} AS SELECT {', '.join(select)} "
+                f"CREATE OR REPLACE VIEW {name} AS SELECT {', '.join(picks)} "
                 f"FROM {read_csv_sql(files, file_columns)} r "
                 f"JOIN {CATALOG_TABLE} p ON p.file = r.{quote_name(_FILE_COLUMN)}"
             )

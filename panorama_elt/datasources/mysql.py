@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -21,7 +22,7 @@ SAFETY_MARGIN_MINUTES = 10
 
 # Encoders only, no decoders: every value arrives as the text the server sent (or bytes for
 # binary columns), so DECIMAL, BIGINT UNSIGNED, microseconds and zero dates stay exact.
-_RAW_CONVERSIONS = {
+_RAW_CONVERSIONS: dict[Any, Any] = {
     k: v for k, v in pymysql.converters.conversions.items() if not isinstance(k, int)
 }
 
@@ -263,10 +264,8 @@ class MySQLDatasource(Datasource):
     def _discard(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
-            try:
+            with contextlib.suppress(Exception):  # the connection is already broken
                 connection.close()
-            except Exception:  # noqa: BLE001 - the connection is already broken
-                pass
 
     def close(self) -> None:
         self._discard()
