@@ -14,7 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "panorama_settings.yaml.template"
-OPENEDX_DB = "panorama_test_openedx"
+# One per pytest process, so concurrent runs on the shared private server never collide.
+OPENEDX_DB = f"panorama_test_openedx_{os.getpid()}"
 
 
 @pytest.fixture(autouse=True)
@@ -42,9 +43,7 @@ def mysql_server() -> dict[str, Any]:
     )
     if result.returncode != 0:
         pytest.fail(f"cannot start the private MariaDB:\n{result.stdout}\n{result.stderr}")
-    values = dict(
-        line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line
-    )
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
     return {
         "host": values["PANORAMA_MYSQL_HOST"],
         "port": int(values["PANORAMA_MYSQL_PORT"]),
@@ -68,7 +67,7 @@ def connect(server: dict[str, Any], database: str | None = None, **kwargs: Any) 
 
 
 @pytest.fixture(scope="session")
-def openedx_db(mysql_server: dict[str, Any]) -> str:
+def openedx_db(mysql_server: dict[str, Any]) -> Iterator[str]:
     """A small synthetic Open edX database, created once per session."""
     from panorama_elt.synthetic.openedx_mysql import create_schema, generate
 
@@ -78,13 +77,16 @@ def openedx_db(mysql_server: dict[str, Any]) -> str:
     with connect(mysql_server, OPENEDX_DB) as conn:
         create_schema(conn)
         generate(conn, users=300, courses=8, studentmodule_rows=4000, seed=7)
-    return OPENEDX_DB
+    yield OPENEDX_DB
+    with connect(mysql_server) as conn, conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {OPENEDX_DB}")
 
 
 @pytest.fixture
 def scratch_db(mysql_server: dict[str, Any], request: pytest.FixtureRequest) -> Iterator[str]:
     """An empty database of its own for one test."""
-    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:50]
+    test = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40]
+    name = f"t{os.getpid()}_{test}"
     with connect(mysql_server) as conn, conn.cursor() as cur:
         cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
@@ -93,7 +95,9 @@ def scratch_db(mysql_server: dict[str, Any], request: pytest.FixtureRequest) -> 
         cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 
-def mysql_source(server: dict[str, Any], database: str, tables: list[dict[str, Any]], name: str = "db") -> dict[str, Any]:
+def mysql_source(
+    server: dict[str, Any], database: str, tables: list[dict[str, Any]], name: str = "db"
+) -> dict[str, Any]:
     """A mysql datasource entry for a settings document."""
     return {
         "type": "mysql",
