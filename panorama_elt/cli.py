@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -146,6 +147,7 @@ def extract_and_load(
     tables = select(settings)
     started = datetime.now(UTC)
     clock = time.monotonic()
+    signal.signal(signal.SIGTERM, _terminate)
     with run_lock(settings.file):
         datalake = _datalake(ctx)
         runner = Runner(settings, datalake)
@@ -178,6 +180,11 @@ def extract_and_load(
             err=True,
         )
         sys.exit(1)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM (docker stop, kill): unwind so temp files go and nothing half-done is registered."""
+    raise SystemExit(128 + signum)
 
 
 def _print_summary(results: list[Any]) -> None:

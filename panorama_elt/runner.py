@@ -16,6 +16,7 @@ from panorama_elt.datasources.base import Datasource
 from panorama_elt.encoding import encode_value
 from panorama_elt.errors import PanoramaError
 from panorama_elt.paths import base_values, state_key
+from panorama_elt.progress import Progress
 from panorama_elt.settings import Settings, TableSettings
 from panorama_elt.writer import CsvWriter
 
@@ -70,7 +71,7 @@ class Runner:
             started = time.monotonic()
             try:
                 self.load_table(table, force, result)
-            except PanoramaError as exc:
+            except (PanoramaError, OSError) as exc:
                 result.status, result.error = "failed", str(exc)
                 log.error("%s: failed: %s", table.name, exc)
             result.seconds = round(time.monotonic() - started, 3)
@@ -100,8 +101,9 @@ class Runner:
         base = base_values(lake.settings)
         written: list[PartitionValues] = []
         log.info("%s: extracting (%s%s)", table.name, result.mode, f" since {mark}" if mark else "")
+        progress = Progress(table.name)
         with tempfile.TemporaryDirectory(prefix="panorama-") as tmp:
-            writer = CsvWriter(table, Path(tmp), lake.settings.compression)
+            writer = CsvWriter(table, Path(tmp), lake.settings.compression, progress)
             for key, rows in extraction.groups:
                 values = base + tuple(encode_value(v) for v in key)
                 done = writer.write(rows)
@@ -111,6 +113,7 @@ class Runner:
                 result.bytes += done.bytes
                 result.zero_dates += done.zero_dates
                 result.partitions_written += 1
+        progress.done()
         new = [v for v in written if v not in registered]
         lake.add_partitions(table, new)
         result.partitions_registered = len(new)

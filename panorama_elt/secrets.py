@@ -22,8 +22,9 @@ class SecretFilter(logging.Filter):
         self.secrets: set[str] = set()
 
     def add(self, *values: str | None) -> None:
-        """Remember values to hide (short ones too: a password is a password)."""
-        self.secrets.update(v for v in values if v)
+        """Remember values to hide."""
+        # Very short values would mask ordinary letters everywhere; 4+ characters are masked.
+        self.secrets.update(v for v in values if v and len(v) >= 4)
 
     def add_from_settings(self, settings: Settings) -> None:
         """Remember every password, key and URI of the settings."""

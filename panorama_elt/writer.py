@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,15 @@ class CsvWriter:
     Rows hold the values of ``table.file_fields`` that are not constants, in order.
     """
 
-    def __init__(self, table: TableSettings, folder: Path, compression: str | None = None) -> None:
+    def __init__(
+        self,
+        table: TableSettings,
+        folder: Path,
+        compression: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         self.table = table
+        self.progress = progress
         self.folder = folder
         self.compression = compression
         self._count = 0
@@ -90,8 +97,12 @@ class CsvWriter:
                 if len(lines) >= 1000:
                     out.write("\n".join(lines) + "\n")
                     lines.clear()
+                    if self.progress is not None:
+                        self.progress(1000)
             if lines:
                 out.write("\n".join(lines) + "\n")
+                if self.progress is not None:
+                    self.progress(len(lines))
             out.flush()
             out.detach()
             if stream is not raw:

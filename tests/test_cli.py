@@ -71,13 +71,17 @@ def test_unknown_table_name_exit_2(tmp_path: Path, mysql_server: dict[str, Any])
 
 
 def test_test_connections_ok(tmp_path: Path, mysql_server: dict[str, Any]) -> None:
-    result = run("--settings", str(small_settings(tmp_path, mysql_server, "edxapp")), "test-connections")
+    result = run(
+        "--settings", str(small_settings(tmp_path, mysql_server, "edxapp")), "test-connections"
+    )
     assert result.exit_code == 0, result.output
     assert "OK      datasource db: MySQL" in result.output
     assert "OK      datalake catalog: DuckDB" in result.output
 
 
-def test_wrong_password_fails_without_showing_it(tmp_path: Path, mysql_server: dict[str, Any]) -> None:
+def test_wrong_password_fails_without_showing_it(
+    tmp_path: Path, mysql_server: dict[str, Any]
+) -> None:
     settings = small_settings(tmp_path, mysql_server, "edxapp", mysql_password="Wr0ng-Secret!")
     result = run("--debug", "--settings", str(settings), "test-connections")
     assert result.exit_code == 1
@@ -89,16 +93,25 @@ def test_unreachable_database_is_one_line(tmp_path: Path, mysql_server: dict[str
     settings = small_settings(tmp_path, mysql_server, "edxapp", mysql_port=1)
     result = run("--settings", str(settings), "test-connections")
     assert result.exit_code == 1
-    assert "FAILED  datasource db: datasource db (mysql://127.0.0.1:1/edxapp): cannot connect" in result.output
+    assert (
+        "FAILED  datasource db: datasource db (mysql://127.0.0.1:1/edxapp): cannot connect"
+        in result.output
+    )
 
 
-def test_set_tables_and_fields_from_information_schema(tmp_path: Path, mysql_server: dict[str, Any], scratch_db: str) -> None:
+def test_set_tables_and_fields_from_information_schema(
+    tmp_path: Path, mysql_server: dict[str, Any], scratch_db: str
+) -> None:
     with connect(mysql_server, scratch_db) as conn, conn.cursor() as cur:
-        cur.execute("CREATE TABLE posts (id bigint unsigned primary key, `key` varchar(20), body longtext, at datetime(6), price decimal(8,2))")
+        cur.execute(
+            "CREATE TABLE posts (id bigint unsigned primary key, `key` varchar(20), body longtext, at datetime(6), price decimal(8,2))"
+        )
         cur.execute("CREATE TABLE tags (id int primary key, name varchar(40))")
     source = mysql_source(mysql_server, scratch_db, [])
     del source["tables"]
-    settings = write_settings(tmp_path / "s.yaml", local_datalake(tmp_path / "lake", base_prefix="wordpress"), [source])
+    settings = write_settings(
+        tmp_path / "s.yaml", local_datalake(tmp_path / "lake", base_prefix="wordpress"), [source]
+    )
     result = run("--settings", str(settings), "set-tables", "-t", "posts,tags")
     assert result.exit_code == 0, result.output
     result = run("--settings", str(settings), "set-tables-fields", "--all")
@@ -120,7 +133,9 @@ def test_set_tables_and_fields_from_information_schema(tmp_path: Path, mysql_ser
     assert (tmp_path / "s.yaml.bak").exists()
 
 
-def test_set_tables_fields_reports_missing_table(tmp_path: Path, mysql_server: dict[str, Any], scratch_db: str) -> None:
+def test_set_tables_fields_reports_missing_table(
+    tmp_path: Path, mysql_server: dict[str, Any], scratch_db: str
+) -> None:
     source = mysql_source(mysql_server, scratch_db, [{"name": "ghost"}])
     settings = write_settings(tmp_path / "s.yaml", local_datalake(tmp_path / "lake"), [source])
     result = run("--settings", str(settings), "set-tables-fields", "--all")

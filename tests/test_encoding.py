@@ -52,9 +52,7 @@ AWKWARD = [
 
 
 def table_of(n_columns: int) -> TableSettings:
-    fields = tuple(
-        FieldSettings(f"c{i}", parse_column_type("longtext")) for i in range(n_columns)
-    )
+    fields = tuple(FieldSettings(f"c{i}", parse_column_type("longtext")) for i in range(n_columns))
     return TableSettings("t", "db", "raw_t", "table_t", fields)
 
 
@@ -99,8 +97,14 @@ def test_sql_decoder_matches_python_decoder(value: str | None) -> None:
     assert decoded == value
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.lists(st.one_of(st.none(), st.text()), min_size=3, max_size=3), min_size=1, max_size=20))
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.lists(st.one_of(st.none(), st.text()), min_size=3, max_size=3), min_size=1, max_size=20
+    )
+)
 def test_any_text_round_trips(tmp_path: Path, rows: list[list[str | None]]) -> None:
     # Surrogates cannot be written as UTF-8 and never come out of MySQL.
     rows = [[v.encode("utf-8", "replace").decode() if v else v for v in r] for r in rows]

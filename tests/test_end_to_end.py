@@ -24,7 +24,9 @@ def cli(settings: Path, *args: str) -> Any:
     return result
 
 
-def source_rows(server: dict[str, Any], database: str, table: TableSettings) -> list[tuple[Any, ...]]:
+def source_rows(
+    server: dict[str, Any], database: str, table: TableSettings
+) -> list[tuple[Any, ...]]:
     """What a user's SELECT returns, in the form the typed view promises."""
     columns = []
     for f in table.fields:
@@ -55,16 +57,24 @@ def view_rows(settings: Settings, table: TableSettings, lms: str = LMS) -> list[
     db = duckdb.connect(str(lake.path / f"{lake.database}.duckdb"), read_only=True)
     try:
         columns = ", ".join(f'"{f.name}"' for f in table.fields)
-        return db.execute(f'SELECT {columns} FROM "{table.datalake_table_view}" WHERE lms = ?', [lms]).fetchall()
+        return db.execute(
+            f'SELECT {columns} FROM "{table.datalake_table_view}" WHERE lms = ?', [lms]
+        ).fetchall()
     finally:
         db.close()
 
 
-def assert_same_rows(expected: list[tuple[Any, ...]], actual: list[tuple[Any, ...]], name: str) -> None:
-    assert len(actual) == len(expected), f"{name}: {len(actual)} rows in the view, {len(expected)} in the source"
+def assert_same_rows(
+    expected: list[tuple[Any, ...]], actual: list[tuple[Any, ...]], name: str
+) -> None:
+    assert len(actual) == len(expected), (
+        f"{name}: {len(actual)} rows in the view, {len(expected)} in the source"
+    )
     missing = sorted(set(expected) - set(actual), key=repr)[:3]
     extra = sorted(set(actual) - set(expected), key=repr)[:3]
-    assert not missing and not extra, f"{name}: source rows not in view {missing}; view rows not in source {extra}"
+    assert not missing and not extra, (
+        f"{name}: source rows not in view {missing}; view rows not in source {extra}"
+    )
     assert sorted(expected, key=repr) == sorted(actual, key=repr)
 
 
@@ -78,7 +88,14 @@ def full_load(settings_file: Path) -> Settings:
     for command in (["create-datalake-tables", "--all"], ["create-datalake-views", "--all"]):
         result = cli(settings_file, *command)
         assert result.exit_code == 0, result.output
-    result = cli(settings_file, "extract-and-load", "--all", "--force", "--results-file", str(settings_file.parent / "r.json"))
+    result = cli(
+        settings_file,
+        "extract-and-load",
+        "--all",
+        "--force",
+        "--results-file",
+        str(settings_file.parent / "r.json"),
+    )
     assert result.exit_code == 0, result.output
     return load_settings(settings_file)
 
@@ -88,7 +105,9 @@ def results(settings_file: Path) -> dict[str, dict[str, Any]]:
     return {t["table"]: t for t in document["tables"]}
 
 
-def test_every_openedx_table_round_trips(openedx_settings: Path, mysql_server: dict[str, Any], openedx_db: str) -> None:
+def test_every_openedx_table_round_trips(
+    openedx_settings: Path, mysql_server: dict[str, Any], openedx_db: str
+) -> None:
     settings = full_load(openedx_settings)
     counts = {}
     for table in settings.tables:
@@ -110,12 +129,18 @@ def test_opencsv_reader_agrees_with_duckdb_on_every_file(openedx_settings: Path)
     for path in files:
         table = next(t for t in settings.tables if t.name == path.name[:-4])
         columns = [f.name for f in table.file_fields]
-        duck = duckdb.connect().execute(f"SELECT * EXCLUDE (panorama_file) FROM {read_csv_sql([str(path)], columns)}").fetchall()
+        duck = (
+            duckdb.connect()
+            .execute(f"SELECT * EXCLUDE (panorama_file) FROM {read_csv_sql([str(path)], columns)}")
+            .fetchall()
+        )
         serde = read_records(path.read_text(encoding="utf-8"))
         assert serde == [list(r) for r in duck], path
 
 
-def test_state_json_parses_identically(openedx_settings: Path, mysql_server: dict[str, Any], openedx_db: str) -> None:
+def test_state_json_parses_identically(
+    openedx_settings: Path, mysql_server: dict[str, Any], openedx_db: str
+) -> None:
     settings = full_load(openedx_settings)
     table = next(t for t in settings.tables if t.name == "courseware_studentmodule")
     lake = settings.datalake
@@ -164,28 +189,42 @@ def own_openedx_db(mysql_server: dict[str, Any], scratch_db: str) -> str:
 
 def studentmodule_settings(tmp_path: Path, server: dict[str, Any], database: str) -> Path:
     tables = [t for t in template_tables() if t["name"] == "courseware_studentmodule"]
-    return write_settings(tmp_path / "settings.yaml", local_datalake(tmp_path / "lake"), [mysql_source(server, database, tables)])
+    return write_settings(
+        tmp_path / "settings.yaml",
+        local_datalake(tmp_path / "lake"),
+        [mysql_source(server, database, tables)],
+    )
 
 
-def test_incremental_run_rewrites_only_changed_partitions(tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str) -> None:
+def test_incremental_run_rewrites_only_changed_partitions(
+    tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str
+) -> None:
     settings_file = studentmodule_settings(tmp_path, mysql_server, own_openedx_db)
     settings = full_load(settings_file)
     table = settings.tables[0]
     courses = courses_of(mysql_server, own_openedx_db)
     assert touch_courses(mysql_server, own_openedx_db, courses[:2], "NOW(6)") > 0
-    result = cli(settings_file, "extract-and-load", "--all", "--results-file", str(tmp_path / "r.json"))
+    result = cli(
+        settings_file, "extract-and-load", "--all", "--results-file", str(tmp_path / "r.json")
+    )
     assert result.exit_code == 0, result.output
     summary = results(settings_file)["courseware_studentmodule"]
     assert summary["mode"] == "incremental"
     assert summary["partitions_written"] == 2
     assert summary["partitions_registered"] == 0
-    assert_same_rows(source_rows(mysql_server, own_openedx_db, table), view_rows(settings, table), table.name)
+    assert_same_rows(
+        source_rows(mysql_server, own_openedx_db, table), view_rows(settings, table), table.name
+    )
     # Nothing changed since: the next run writes nothing.
-    result = cli(settings_file, "extract-and-load", "--all", "--results-file", str(tmp_path / "r.json"))
+    result = cli(
+        settings_file, "extract-and-load", "--all", "--results-file", str(tmp_path / "r.json")
+    )
     assert results(settings_file)["courseware_studentmodule"]["partitions_written"] == 0
 
 
-def test_skipped_runs_are_caught_up_from_the_mark(tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str) -> None:
+def test_skipped_runs_are_caught_up_from_the_mark(
+    tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str
+) -> None:
     settings_file = studentmodule_settings(tmp_path, mysql_server, own_openedx_db)
     settings = full_load(settings_file)
     table = settings.tables[0]
@@ -198,14 +237,20 @@ def test_skipped_runs_are_caught_up_from_the_mark(tmp_path: Path, mysql_server: 
     mark_file.write_text(json.dumps({"mark": six_hours_ago}))
     course = courses_of(mysql_server, own_openedx_db)[-1]
     assert touch_courses(mysql_server, own_openedx_db, [course], "NOW(6) - INTERVAL 4 HOUR") > 0
-    result = cli(settings_file, "extract-and-load", "--all", "--results-file", str(tmp_path / "r.json"))
+    result = cli(
+        settings_file, "extract-and-load", "--all", "--results-file", str(tmp_path / "r.json")
+    )
     assert result.exit_code == 0, result.output
     assert results(settings_file)["courseware_studentmodule"]["partitions_written"] == 1
-    assert_same_rows(source_rows(mysql_server, own_openedx_db, table), view_rows(settings, table), table.name)
+    assert_same_rows(
+        source_rows(mysql_server, own_openedx_db, table), view_rows(settings, table), table.name
+    )
     assert json.loads(mark_file.read_text())["mark"] > six_hours_ago
 
 
-def test_force_removes_deleted_courses_of_this_lms_only(tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str) -> None:
+def test_force_removes_deleted_courses_of_this_lms_only(
+    tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str
+) -> None:
     settings_file = studentmodule_settings(tmp_path, mysql_server, own_openedx_db)
     settings = full_load(settings_file)
     table = settings.tables[0]
@@ -213,18 +258,38 @@ def test_force_removes_deleted_courses_of_this_lms_only(tmp_path: Path, mysql_se
     other = write_settings(
         tmp_path / "other.yaml",
         local_datalake(tmp_path / "lake", lms="other.example.com"),
-        [mysql_source(mysql_server, own_openedx_db, [t for t in template_tables() if t["name"] == "courseware_studentmodule"])],
+        [
+            mysql_source(
+                mysql_server,
+                own_openedx_db,
+                [t for t in template_tables() if t["name"] == "courseware_studentmodule"],
+            )
+        ],
     )
     assert cli(other, "extract-and-load", "--all", "--force").exit_code == 0
     doomed = courses_of(mysql_server, own_openedx_db)[0]
     with connect(mysql_server, own_openedx_db) as conn, conn.cursor() as cur:
         cur.execute("DELETE FROM courseware_studentmodule WHERE course_id = %s", [doomed])
-    result = cli(settings_file, "extract-and-load", "--all", "--force", "--results-file", str(tmp_path / "r.json"))
+    result = cli(
+        settings_file,
+        "extract-and-load",
+        "--all",
+        "--force",
+        "--results-file",
+        str(tmp_path / "r.json"),
+    )
     assert result.exit_code == 0, result.output
     assert results(settings_file)["courseware_studentmodule"]["partitions_removed"] == 1
-    assert_same_rows(source_rows(mysql_server, own_openedx_db, table), view_rows(settings, table), table.name)
+    assert_same_rows(
+        source_rows(mysql_server, own_openedx_db, table), view_rows(settings, table), table.name
+    )
     # The other installation still has the course.
     other_rows = view_rows(settings, table, lms="other.example.com")
     assert any(r[3] == doomed for r in other_rows)
-    folders = {p.parent.name for p in settings.datalake.path.glob("openedx/courseware_studentmodule/lms=lms.example.com/*/*.csv")}
+    folders = {
+        p.parent.name
+        for p in settings.datalake.path.glob(
+            "openedx/courseware_studentmodule/lms=lms.example.com/*/*.csv"
+        )
+    }
     assert len(folders) == len(courses_of(mysql_server, own_openedx_db))

@@ -35,7 +35,12 @@ def lake(prefix: str | None = "openedx", compression: str | None = None) -> Data
 def studentmodule() -> TableSettings:
     fields = tuple(
         FieldSettings(n, parse_column_type(t))
-        for n, t in [("id", "bigint(20)"), ("course_id", "varchar(255)"), ("state", "longtext"), ("modified", "datetime(6)")]
+        for n, t in [
+            ("id", "bigint(20)"),
+            ("course_id", "varchar(255)"),
+            ("state", "longtext"),
+            ("modified", "datetime(6)"),
+        ]
     )
     return TableSettings(
         "courseware_studentmodule",
@@ -57,12 +62,33 @@ def test_object_key_layout() -> None:
 
 def test_object_key_without_prefix_and_gzip() -> None:
     key = object_key(studentmodule(), lake(None, "gzip"), ("lms.example.com", "c"))
-    assert key == "courseware_studentmodule/lms=lms.example.com/course_id=c/courseware_studentmodule.csv.gz"
+    assert (
+        key
+        == "courseware_studentmodule/lms=lms.example.com/course_id=c/courseware_studentmodule.csv.gz"
+    )
 
 
 @pytest.mark.parametrize(
     "value",
-    ["course-v1:Org+Code+Run", "'", '"', "/", "..", "../../etc", "a/b", "=", "%", "%2F", " ", "ünï 😀", "", "NULL", None, "\\N", "a\nb"],
+    [
+        "course-v1:Org+Code+Run",
+        "'",
+        '"',
+        "/",
+        "..",
+        "../../etc",
+        "a/b",
+        "=",
+        "%",
+        "%2F",
+        " ",
+        "ünï 😀",
+        "",
+        "NULL",
+        None,
+        "\\N",
+        "a\nb",
+    ],
 )
 def test_partition_values_round_trip_and_stay_in_the_table_folder(value: str | None) -> None:
     encoded = encode_value(value)

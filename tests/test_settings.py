@@ -49,23 +49,45 @@ def test_original_openedx_settings_load_unchanged() -> None:
     assert settings.datalake.type == "aws" and settings.datalake.bucket == "panorama"
     mysql = settings.datasource("openedx_mysql").mysql
     assert mysql is not None and mysql.username is None and mysql.host == "localhost"
-    lowest = next(t for t in settings.tables if t.name == "course_overviews_courseoverview").field("lowest_passing_grade")
+    lowest = next(t for t in settings.tables if t.name == "course_overviews_courseoverview").field(
+        "lowest_passing_grade"
+    )
     assert lowest.type.view_type == "DOUBLE"
 
 
 def base() -> dict[str, Any]:
     return {
-        "datalake": {"type": "local", "path": "lake", "base_prefix": "openedx",
-                     "base_partitions": [{"name": "lms", "type": "varchar", "value": "lms.example.com"}]},
+        "datalake": {
+            "type": "local",
+            "path": "lake",
+            "base_prefix": "openedx",
+            "base_partitions": [{"name": "lms", "type": "varchar", "value": "lms.example.com"}],
+        },
         "datasources": [
-            {"type": "mysql", "name": "db", "mysql_host": "h", "mysql_username": "u",
-             "mysql_password": "p", "mysql_database": "d",
-             "tables": [
-                 {"name": "t", "fields": [{"name": "id", "type": "int"}, {"name": "course_id", "type": "varchar(255)"},
-                                          {"name": "modified", "type": "datetime(6)"}],
-                  "partitions": {"partition_fields": ["course_id"], "timestamp_field": "modified", "interval": "2 hour"}},
-                 {"name": "u", "fields": [{"name": "id", "type": "int"}]},
-             ]},
+            {
+                "type": "mysql",
+                "name": "db",
+                "mysql_host": "h",
+                "mysql_username": "u",
+                "mysql_password": "p",
+                "mysql_database": "d",
+                "tables": [
+                    {
+                        "name": "t",
+                        "fields": [
+                            {"name": "id", "type": "int"},
+                            {"name": "course_id", "type": "varchar(255)"},
+                            {"name": "modified", "type": "datetime(6)"},
+                        ],
+                        "partitions": {
+                            "partition_fields": ["course_id"],
+                            "timestamp_field": "modified",
+                            "interval": "2 hour",
+                        },
+                    },
+                    {"name": "u", "fields": [{"name": "id", "type": "int"}]},
+                ],
+            },
         ],
     }
 
@@ -73,7 +95,9 @@ def base() -> dict[str, Any]:
 def edit(path: str, value: Any, delete: bool = False) -> dict[str, Any]:
     """The base settings with the value at a dotted path (list indexes as [n]) replaced."""
     data = copy.deepcopy(base())
-    keys = [int(k) if k.isdigit() else k for k in path.replace("[", ".").replace("]", "").split(".")]
+    keys = [
+        int(k) if k.isdigit() else k for k in path.replace("[", ".").replace("]", "").split(".")
+    ]
     target = data
     for k in keys[:-1]:
         target = target[k]
@@ -86,36 +110,90 @@ def edit(path: str, value: Any, delete: bool = False) -> dict[str, Any]:
 
 T0 = "datasources[0].tables[0]"
 CASES = [
-    (edit("datalake.type", "gcs"), "datalake.type: unknown datalake type 'gcs' (valid: local, aws)"),
+    (
+        edit("datalake.type", "gcs"),
+        "datalake.type: unknown datalake type 'gcs' (valid: local, aws)",
+    ),
     (edit("datalake.type", "aws"), "datalake.panorama_raw_data_bucket: is required"),
     (edit("datalake.colour", "blue"), "datalake.colour: unknown key"),
-    (edit("datalake.base_prefix", "my-app"), "datalake.base_prefix: 'my-app' is not a plain identifier"),
+    (
+        edit("datalake.base_prefix", "my-app"),
+        "datalake.base_prefix: 'my-app' is not a plain identifier",
+    ),
     (edit("datalake.base_partitions", {"lms": "x"}), "datalake.base_partitions: must be a list"),
-    (edit("datalake.base_partitions[0].value", None), "datalake.base_partitions[0].value: is required"),
+    (
+        edit("datalake.base_partitions[0].value", None),
+        "datalake.base_partitions[0].value: is required",
+    ),
     (edit("datalake.compression", "zip"), "datalake.compression: must be gzip or none"),
     (edit("datalake", None, delete=True), "datalake: is required"),
     (edit("datasources", []), "datasources: must be a non-empty list"),
-    (edit("datasources[0].type", "csv"), "datasources[0].type: unknown datasource type 'csv' (valid: mysql, openedx_course_structures)"),
+    (
+        edit("datasources[0].type", "csv"),
+        "datasources[0].type: unknown datasource type 'csv' (valid: mysql, openedx_course_structures)",
+    ),
     (edit("datasources[0].type", None, delete=True), "datasources[0].type: is required"),
-    (edit("datasources[0].mysql_pasword", "x"), "datasources[0].mysql_pasword: unknown key (did you mean 'mysql_password'?)"),
-    (edit("datasources[0].mysql_port", "abc"), "datasources[0].mysql_port: must be a whole number, got 'abc'"),
-    (edit("datasources[0].mysql_port", 70000), "datasources[0].mysql_port: must be between 1 and 65535"),
-    (edit("datasources[0].tables", {"name": "t"}), "datasources[0].tables: must be a list of tables"),
+    (
+        edit("datasources[0].mysql_pasword", "x"),
+        "datasources[0].mysql_pasword: unknown key (did you mean 'mysql_password'?)",
+    ),
+    (
+        edit("datasources[0].mysql_port", "abc"),
+        "datasources[0].mysql_port: must be a whole number, got 'abc'",
+    ),
+    (
+        edit("datasources[0].mysql_port", 70000),
+        "datasources[0].mysql_port: must be between 1 and 65535",
+    ),
+    (
+        edit("datasources[0].tables", {"name": "t"}),
+        "datasources[0].tables: must be a list of tables",
+    ),
     (edit(f"{T0}.name", "my table"), f"{T0}.name: 'my table' is not a plain identifier"),
     (edit(f"{T0}.name", None, delete=True), f"{T0}.name: is required"),
-    (edit("datasources[0].tables[1].name", "t"), "datasources[0].tables[1].name: duplicate table name 't'"),
+    (
+        edit("datasources[0].tables[1].name", "t"),
+        "datasources[0].tables[1].name: duplicate table name 't'",
+    ),
     (edit(f"{T0}.fields[0].type", "strng"), f"{T0}.fields[0].type: unknown type 'strng'"),
-    (edit(f"{T0}.fields[0].name", "id;drop"), f"{T0}.fields[0].name: 'id;drop' is not a plain identifier"),
+    (
+        edit(f"{T0}.fields[0].name", "id;drop"),
+        f"{T0}.fields[0].name: 'id;drop' is not a plain identifier",
+    ),
     (edit(f"{T0}.fields[1].name", "ID"), f"{T0}.fields[1].name: duplicate field name 'ID'"),
-    (edit(f"{T0}.partitions.partition_fields", ["nope"]), f"{T0}.partitions.partition_fields[0]: 'nope' is not one of the table's fields"),
-    (edit(f"{T0}.partitions.timestamp_field", "nope"), f"{T0}.partitions.timestamp_field: 'nope' is not one of the table's fields"),
-    (edit(f"{T0}.partitions.interval", "2 hours"), f"{T0}.partitions.interval: '2 hours' is not an interval"),
-    (edit(f"{T0}.partitions.interval", "two hour"), f"{T0}.partitions.interval: 'two hour' is not an interval"),
-    (edit(f"{T0}.partitions.interval", "2 HOUR; DROP TABLE x"), f"{T0}.partitions.interval: '2 HOUR; DROP TABLE x' is not an interval"),
-    (edit(f"{T0}.partitions.interval", None, delete=True), f"{T0}.partitions.interval: is required when timestamp_field is set"),
+    (
+        edit(f"{T0}.partitions.partition_fields", ["nope"]),
+        f"{T0}.partitions.partition_fields[0]: 'nope' is not one of the table's fields",
+    ),
+    (
+        edit(f"{T0}.partitions.timestamp_field", "nope"),
+        f"{T0}.partitions.timestamp_field: 'nope' is not one of the table's fields",
+    ),
+    (
+        edit(f"{T0}.partitions.interval", "2 hours"),
+        f"{T0}.partitions.interval: '2 hours' is not an interval",
+    ),
+    (
+        edit(f"{T0}.partitions.interval", "two hour"),
+        f"{T0}.partitions.interval: 'two hour' is not an interval",
+    ),
+    (
+        edit(f"{T0}.partitions.interval", "2 HOUR; DROP TABLE x"),
+        f"{T0}.partitions.interval: '2 HOUR; DROP TABLE x' is not an interval",
+    ),
+    (
+        edit(f"{T0}.partitions.interval", None, delete=True),
+        f"{T0}.partitions.interval: is required when timestamp_field is set",
+    ),
     (edit(f"{T0}.partitions.every", "1"), f"{T0}.partitions.every: unknown key"),
-    (edit(f"{T0}.datalake_table_name", "openedx_raw_u"), "datalake name 'openedx_raw_u' is also used by"),
-    (edit("datasources[0].mysql_password", "${PANORAMA_TEST_SURELY_UNSET}"), "datasources[0].mysql_password: environment variable PANORAMA_TEST_SURELY_UNSET is not set"),
+    (
+        edit(f"{T0}.datalake_table_name", "openedx_raw_u"),
+        "datalake name 'openedx_raw_u' is also used by",
+    ),
+    (
+        edit("datasources[0].mysql_password", "${PANORAMA_TEST_SURELY_UNSET}"),
+        "datasources[0].mysql_password: environment variable PANORAMA_TEST_SURELY_UNSET is not set",
+    ),
 ]
 
 

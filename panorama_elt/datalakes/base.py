@@ -34,6 +34,13 @@ class Datalake(ABC):
     def upload(self, local_file: Path, key: str) -> None:
         """Put a finished file at ``key``; it becomes visible only complete."""
 
+    def upload_async(self, local_file: Path, key: str) -> None:
+        """Start putting a file at ``key``; ``wait_uploads`` waits for it (default: upload now)."""
+        self.upload(local_file, key)
+
+    def wait_uploads(self) -> None:
+        """Wait until every ``upload_async`` file is in place; raise if any upload failed."""
+
     @abstractmethod
     def create_table(self, table: TableSettings) -> None:
         """Create or update the raw table (idempotent)."""

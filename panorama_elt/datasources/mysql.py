@@ -27,6 +27,7 @@ _RAW_CONVERSIONS: dict[Any, Any] = {
 }
 
 # Server error numbers worth a sentence of their own.
+_NO_DATABASE_ACCESS = 1044
 _ACCESS_DENIED = 1045
 _UNKNOWN_DATABASE = 1049
 _NO_SUCH_TABLE = 1146
@@ -146,6 +147,11 @@ class MySQLDatasource(Datasource):
             if code == _ACCESS_DENIED:
                 raise SourceError(
                     f"{where}: access denied for user {s.username!r} (check mysql_username and mysql_password)"
+                ) from None
+            if code == _NO_DATABASE_ACCESS:
+                raise SourceError(
+                    f"{where}: user {s.username!r} may not use database {s.database!r}, "
+                    "or it does not exist (check mysql_database and the user's grants)"
                 ) from None
             if code == _UNKNOWN_DATABASE:
                 raise SourceError(
