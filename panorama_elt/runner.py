@@ -104,15 +104,20 @@ class Runner:
         progress = Progress(table.name)
         with tempfile.TemporaryDirectory(prefix="panorama-") as tmp:
             writer = CsvWriter(table, Path(tmp), lake.settings.compression, progress)
-            for key, rows in extraction.groups:
-                values = base + tuple(encode_value(v) for v in key)
-                done = writer.write(rows)
-                lake.upload(done.path, lake.key(table, values))
-                written.append(values)
-                result.rows += done.rows
-                result.bytes += done.bytes
-                result.zero_dates += done.zero_dates
-                result.partitions_written += 1
+            try:
+                for key, rows in extraction.groups:
+                    values = base + tuple(encode_value(v) for v in key)
+                    done = writer.write(rows)
+                    # Uploads overlap with extracting the next partition where the lake allows.
+                    lake.upload_async(done.path, lake.key(table, values))
+                    written.append(values)
+                    result.rows += done.rows
+                    result.bytes += done.bytes
+                    result.zero_dates += done.zero_dates
+                    result.partitions_written += 1
+            finally:
+                # Also on failure: no upload may still read the temp dir once it is removed.
+                lake.wait_uploads()
         progress.done()
         new = [v for v in written if v not in registered]
         lake.add_partitions(table, new)

@@ -28,7 +28,7 @@ def read_csv_sql(files: list[str], columns: list[str]) -> str:
     column_map = "{" + ", ".join(f"{sql_string(c)}: 'VARCHAR'" for c in columns) + "}"
     return (
         f"read_csv({file_list}, columns={column_map}, header=true, delim=',', quote='\"', "
-        "escape='\\', auto_detect=false, allow_quoted_nulls=false, strict_mode=true, "
+        "escape='\\', auto_detect=false, allow_quoted_nulls=false, strict_mode=true, hive_partitioning=false, "
         f"max_line_size={_MAX_LINE_BYTES}, filename={sql_string(_FILE_COLUMN)})"
     )
 

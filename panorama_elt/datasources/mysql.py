@@ -221,6 +221,10 @@ class MySQLDatasource(Datasource):
                 # The connection died mid-stream: drop it so the next table reconnects.
                 self._discard()
 
+    def query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """All rows of a small query (values as the server's text), errors as SourceError."""
+        return self._query_all(sql, params)
+
     def _query_all(
         self, sql: str, params: list[Any], table: TableSettings | None = None
     ) -> list[tuple[Any, ...]]:
