@@ -188,13 +188,17 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 def _print_summary(results: list[Any]) -> None:
-    header = f"{'table':<44} {'mode':<11} {'rows':>10} {'parts':>6} {'new':>5} {'removed':>7} {'bytes':>12} {'secs':>7} {'zero dates':>10}  status"
-    click.echo(header)
+    width = max([len("table"), *(len(r.table) for r in results)])
+    click.echo(
+        f"{'table':<{width}} {'mode':<11} {'rows':>10} {'parts':>6} {'new':>5} {'removed':>7} "
+        f"{'bytes':>12} {'secs':>7} {'zero dates':>10}  status"
+    )
     for r in results:
         status = "ok" if r.status == "ok" else f"FAILED: {r.error}"
         click.echo(
-            f"{r.table:<44} {r.mode:<11} {r.rows:>10} {r.partitions_written:>6} {r.partitions_registered:>5} "
-            f"{r.partitions_removed:>7} {r.bytes:>12} {r.seconds:>7.2f} {r.zero_dates:>10}  {status}"
+            f"{r.table:<{width}} {r.mode:<11} {r.rows:>10} {r.partitions_written:>6} "
+            f"{r.partitions_registered:>5} {r.partitions_removed:>7} {r.bytes:>12} "
+            f"{r.seconds:>7.2f} {r.zero_dates:>10}  {status}"
         )
 
 
