@@ -34,7 +34,13 @@ def partition_folder(
     Each value is percent-quoted with no safe characters, so '/', '..' or '=' can never
     leave the table's folder, and ``name=`` prefixes every level.
     """
-    names = partition_names(table, datalake)
+    return folder_of(table, datalake, partition_names(table, datalake), values)
+
+
+def folder_of(
+    table: TableSettings, datalake: DatalakeSettings, names: Sequence[str], values: Sequence[str]
+) -> str:
+    """The folder of a partition with the given key names (also an older layout's)."""
     if len(names) != len(values):
         raise ValueError(f"{table.name}: {len(values)} partition values for {len(names)} keys")
     levels = [f"{name}={quote(value, safe='')}" for name, value in zip(names, values, strict=True)]

@@ -97,8 +97,14 @@ class Runner:
             result.mode = "incremental"
         source = self.source(table.datasource)
         extraction = source.extract(table, force=force, mark=mark)
-        registered = lake.partitions(table)
         base = base_values(lake.settings)
+        width = len(base) + len(table.partition_fields)
+        registered = lake.partitions(table)
+        if any(len(p) != width for p in registered):
+            raise PanoramaError(
+                f"{table.name}: the catalog holds partitions of another layout (the partition "
+                f"fields changed); run create-datalake-tables --tables {table.name} first"
+            )
         written: list[PartitionValues] = []
         log.info("%s: extracting (%s%s)", table.name, result.mode, f" since {mark}" if mark else "")
         progress = Progress(table.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +245,15 @@ def test_connection_checks_pass(datalake: Lake) -> None:
     checks = datalake.lake.test_connection()
     assert checks
     assert all(ok for _, ok, _ in checks), checks
+
+
+def test_changed_partition_fields_drop_the_old_layout(datalake: Lake) -> None:
+    """create_table with other partition keys unregisters and deletes the old layout's files."""
+    partitioned = studentmodule()
+    flat = replace(partitioned, partitions=None)
+    datalake.lake.create_table(flat)
+    old_key = datalake.put(flat, (LMS,), [("1", COURSES[0], "{}", "2024-01-01 00:00:00")])
+    datalake.lake.add_partitions(flat, [(LMS,)])
+    datalake.lake.create_table(partitioned)
+    assert datalake.lake.partitions(partitioned) == set()
+    assert datalake.read(old_key) is None

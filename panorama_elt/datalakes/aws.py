@@ -21,7 +21,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from panorama_elt.__about__ import __version__
 from panorama_elt.datalakes.base import Datalake, PartitionValues
 from panorama_elt.errors import DatalakeError
-from panorama_elt.paths import STATE_FOLDER, partition_folder, partition_names, table_folder
+from panorama_elt.paths import (
+    STATE_FOLDER,
+    folder_of,
+    partition_folder,
+    partition_names,
+    table_folder,
+)
 from panorama_elt.settings import DatalakeSettings, TableSettings
 from panorama_elt.views import create_view_sql, quote_name
 
@@ -314,6 +320,7 @@ class AwsDatalake(Datalake):
         except AwsError as exc:
             if exc.code != "AlreadyExistsException":
                 raise
+            self._drop_other_layout(table, [k["Name"] for k in spec["PartitionKeys"]])
             with self._glue_errors(table, "UpdateTable"):
                 self.glue.update_table(DatabaseName=self.settings.database, TableInput=spec)
 
@@ -404,6 +411,41 @@ class AwsDatalake(Datalake):
                 raise DatalakeError(
                     f"{table.datalake_table_name}: S3 DeleteObjects: {len(errors)} objects not "
                     f"deleted; s3://{self.bucket}/{e.get('Key')}: {e.get('Code')}: {e.get('Message')}"
+                )
+
+    def _drop_other_layout(self, table: TableSettings, names: list[str]) -> None:
+        """When the partition keys change, unregister and delete the old layout's partitions."""
+        with self._glue_errors(table, "GetTable"):
+            found = self.glue.get_table(
+                DatabaseName=self.settings.database, Name=table.datalake_table_name
+            )
+        old_names = [k["Name"] for k in found["Table"].get("PartitionKeys", [])]
+        if old_names == names:
+            return
+        old: list[PartitionValues] = []
+        pages = self.glue.get_paginator("get_partitions").paginate(
+            DatabaseName=self.settings.database,
+            TableName=table.datalake_table_name,
+            ExcludeColumnSchema=True,
+        )
+        with self._glue_errors(table, "GetPartitions"):
+            for page in pages:
+                old.extend(tuple(p["Values"]) for p in page.get("Partitions", []))
+        for batch in chunks(old, DELETE_BATCH):
+            with self._glue_errors(table, "BatchDeletePartition"):
+                self.glue.batch_delete_partition(
+                    DatabaseName=self.settings.database,
+                    TableName=table.datalake_table_name,
+                    PartitionsToDelete=[{"Values": list(values)} for values in batch],
+                )
+        keys: list[str] = []
+        for values in old:
+            keys.extend(self._objects_in(table, folder_of(table, self.settings, old_names, values)))
+        for key_batch in chunks(keys, S3_DELETE_BATCH):
+            with aws_errors(f"{table.datalake_table_name}: S3 DeleteObjects"):
+                self.s3.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": k} for k in key_batch], "Quiet": True},
                 )
 
     def _objects_in(self, table: TableSettings, folder: str) -> list[str]:

@@ -14,6 +14,7 @@ import duckdb
 from panorama_elt.datalakes.base import Datalake, PartitionValues
 from panorama_elt.encoding import sql_string
 from panorama_elt.errors import DatalakeError
+from panorama_elt.paths import partition_names
 from panorama_elt.settings import DatalakeSettings, TableSettings
 from panorama_elt.views import create_view_sql, quote_name, raw_columns
 
@@ -103,6 +104,20 @@ class LocalDatalake(Datalake):
                 part.unlink()
 
     def create_table(self, table: TableSettings) -> None:
+        # Partitions registered under another layout (the partition fields changed) cannot be
+        # read with the new one: unregister them and delete their files.
+        width = len(partition_names(table, self.settings))
+        old = self._execute(
+            f"SELECT file FROM {CATALOG_TABLE} WHERE raw_table = ? AND len(vals) <> ?",
+            [table.datalake_table_name, width],
+        ).fetchall()
+        if old:
+            self._execute(
+                f"DELETE FROM {CATALOG_TABLE} WHERE raw_table = ? AND len(vals) <> ?",
+                [table.datalake_table_name, width],
+            )
+            for (file,) in old:
+                Path(file).unlink(missing_ok=True)
         self._refresh_raw(table)
 
     def drop_table(self, table: TableSettings) -> None:
