@@ -32,11 +32,11 @@ from panorama_elt.settings import (
     BasePartition,
     DatalakeSettings,
     FieldSettings,
-    PartitionSettings,
     TableSettings,
     load_settings,
 )
 from panorama_elt.views import create_view_sql
+from tests import builders
 from tests.conftest import connect, mysql_source, template_tables, write_settings
 from tests.opencsv import read_records
 
@@ -61,23 +61,8 @@ def settings(**changes: Any) -> DatalakeSettings:
 
 
 def studentmodule() -> TableSettings:
-    fields = tuple(
-        FieldSettings(n, parse_column_type(t))
-        for n, t in [
-            ("id", "bigint(20)"),
-            ("Course_ID", "varchar(255)"),
-            ("State", "longtext"),
-            ("modified", "datetime(6)"),
-        ]
-    )
-    return TableSettings(
-        "courseware_studentmodule",
-        "db",
-        "openedx_raw_courseware_studentmodule",
-        "openedx_table_courseware_studentmodule",
-        fields,
-        PartitionSettings(("Course_ID",)),
-    )
+    # Mixed case on purpose: Glue lowercases column names, folders keep the settings' spelling.
+    return builders.studentmodule(course_field="Course_ID", state_field="State")
 
 
 @pytest.fixture

@@ -21,10 +21,10 @@ from panorama_elt.settings import (
     BasePartition,
     DatalakeSettings,
     FieldSettings,
-    PartitionSettings,
     TableSettings,
 )
 from panorama_elt.writer import CsvWriter
+from tests.builders import studentmodule
 
 LMS = "lms.example.com"
 BUCKET = "panorama-contract"
@@ -42,26 +42,6 @@ def lake_settings(kind: str, path: Path) -> DatalakeSettings:
         bucket=BUCKET if kind == "aws" else None,
         aws_region="us-east-1",
         athena_output_location=f"s3://{BUCKET}/athena-results/" if kind == "aws" else None,
-    )
-
-
-def studentmodule() -> TableSettings:
-    fields = tuple(
-        FieldSettings(n, parse_column_type(t))
-        for n, t in [
-            ("id", "bigint(20)"),
-            ("course_id", "varchar(255)"),
-            ("state", "longtext"),
-            ("modified", "datetime(6)"),
-        ]
-    )
-    return TableSettings(
-        "courseware_studentmodule",
-        "db",
-        "openedx_raw_courseware_studentmodule",
-        "openedx_table_courseware_studentmodule",
-        fields,
-        PartitionSettings(("course_id",)),
     )
 
 

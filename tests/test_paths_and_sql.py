@@ -10,46 +10,13 @@ import pytest
 from panorama_elt.column_types import parse_column_type
 from panorama_elt.encoding import encode_value
 from panorama_elt.paths import object_key, partition_folder, state_key, values_from_folder
-from panorama_elt.settings import (
-    BasePartition,
-    DatalakeSettings,
-    FieldSettings,
-    PartitionSettings,
-    TableSettings,
-)
+from panorama_elt.settings import DatalakeSettings
 from panorama_elt.views import column_sql, create_view_sql
+from tests.builders import datalake_settings, studentmodule
 
 
 def lake(prefix: str | None = "openedx", compression: str | None = None) -> DatalakeSettings:
-    return DatalakeSettings(
-        type="local",
-        base_prefix=prefix,
-        database="panorama",
-        workgroup="primary",
-        base_partitions=(BasePartition("lms", parse_column_type("varchar"), "lms.example.com"),),
-        path=Path("/tmp/x"),
-        compression=compression,
-    )
-
-
-def studentmodule() -> TableSettings:
-    fields = tuple(
-        FieldSettings(n, parse_column_type(t))
-        for n, t in [
-            ("id", "bigint(20)"),
-            ("course_id", "varchar(255)"),
-            ("state", "longtext"),
-            ("modified", "datetime(6)"),
-        ]
-    )
-    return TableSettings(
-        "courseware_studentmodule",
-        "db",
-        "openedx_raw_courseware_studentmodule",
-        "openedx_table_courseware_studentmodule",
-        fields,
-        PartitionSettings(("course_id",)),
-    )
+    return datalake_settings(base_prefix=prefix, path=Path("/tmp/x"), compression=compression)
 
 
 def test_object_key_layout() -> None:

@@ -16,6 +16,7 @@ from panorama_elt.settings import load_settings
 from panorama_elt.views import create_view_sql
 from tests.conftest import connect, local_datalake, mysql_source, write_settings
 from tests.opencsv import read_records
+from tests.test_encoding import AWKWARD
 from tests.test_end_to_end import assert_same_rows, source_rows, view_rows
 
 COLUMNS = [
@@ -56,37 +57,8 @@ COLUMNS = [
     ("order", "int(11)"),
 ]
 
-TEXTS = [
-    None,
-    "",
-    "NULL",
-    "null",
-    "\\N",
-    "\\",
-    "\\\\",
-    "trailing\\",
-    '"',
-    '""',
-    "'",
-    ",",
-    '","',
-    "a,b",
-    "\n",
-    "\r",
-    "\r\n",
-    "line1\nline2\r\nline3\rline4",
-    "\\n",
-    "\\r",
-    "\\x5c",
-    "\t",
-    "tab\there",
-    "\x00nul",
-    "\x01\x07\x1b\x7f",
-    "😀 𝔘 naïve 中文",
-    "\u2028\u0085\ufeff",
-    " spaced ",
-    "x" * 70_000,
-]
+# Every awkward text, at a size MariaDB's longtext takes in one INSERT.
+TEXTS = [v if v is None or len(v) < 100_000 else v[:70_000] for v in AWKWARD]
 PARTS = [
     "course-v1:Org+Code+Run",
     "a/b",

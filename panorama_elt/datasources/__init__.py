@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-
 from panorama_elt.datasources.base import Datasource
-from panorama_elt.errors import SettingsError
+from panorama_elt.plugins import load_plugin
 from panorama_elt.settings import DatasourceSettings
 
 REGISTRY: dict[str, str] = {
@@ -18,13 +16,7 @@ REGISTRY: dict[str, str] = {
 
 def make_datasource(settings: DatasourceSettings) -> Datasource:
     """Instantiate the plugin for ``settings.type``."""
-    try:
-        module_name, class_name = REGISTRY[settings.type].split(":")
-    except KeyError:
-        valid = ", ".join(sorted(REGISTRY))
-        raise SettingsError(
-            f"{settings.path}.type: unknown datasource type {settings.type!r} (valid: {valid})"
-        ) from None
-    cls = getattr(importlib.import_module(module_name), class_name)
-    instance: Datasource = cls(settings)
+    instance: Datasource = load_plugin(
+        REGISTRY, settings.type, f"{settings.path}.type", "datasource"
+    )(settings)
     return instance
