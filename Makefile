@@ -47,3 +47,18 @@ clean: ## Remove build products, caches and the demo datalake (keeps venv/)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 .PHONY: help install test demo lint mariadb-stop clean
+
+# Docker image: tags from panorama_elt/__about__.py. Without a Docker engine the command is only
+# printed; `make docker-check` builds and runs the image with buildah instead (minutes, not in `make test`).
+DOCKER_VERSION = $(shell sed -nE "s/^__version__ = ['\"]([^'\"]+)['\"].*/\1/p" panorama_elt/__about__.py)
+
+docker-build: ## Build the image panorama-elt:<version> and :latest (prints the command without Docker)
+	@cmd="docker build --build-arg VERSION=$(DOCKER_VERSION) -t panorama-elt:$(DOCKER_VERSION) -t panorama-elt:latest ."; \
+	echo "$$cmd"; \
+	if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then $$cmd; \
+	else echo "(no Docker engine here: command printed only; 'make docker-check' builds it with buildah)"; fi
+
+docker-check: ## Build the Dockerfile with buildah on a local Debian base and smoke-test the image
+	bash scripts/docker-check.sh
+
+.PHONY: docker-build docker-check

@@ -14,8 +14,16 @@ from panorama_elt.errors import LockedError
 
 
 def lock_path(settings_file: Path) -> Path:
-    """The lock file of a settings file (in the temp dir, so read-only /config mounts work)."""
-    digest = hashlib.sha1(str(settings_file.resolve()).encode()).hexdigest()[:16]
+    """The lock file of a settings file.
+
+    Beside the settings file when that folder is writable, so runs in two containers that
+    mount the same /config see each other; else in the temp dir (a read-only mount).
+    """
+    settings_file = settings_file.resolve()
+    beside = settings_file.with_name(f".{settings_file.name}.lock")
+    if os.access(settings_file.parent, os.W_OK):
+        return beside
+    digest = hashlib.sha1(str(settings_file).encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"panorama-elt-{digest}.lock"
 
 
