@@ -1,4 +1,8 @@
-"""set-tables and set-tables-fields: rewrite parts of the settings file, keeping the rest."""
+"""set-tables and set-tables-fields: rewrite parts of the settings file, keeping the rest.
+
+The file is edited with ruamel.yaml's round-trip mode, so comments, key order, quoting and
+${ENV_VAR} values everywhere else stay as the user wrote them.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,35 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
+from ruamel.yaml.comments import CommentedMap
 
 from panorama_elt.errors import SettingsError, UsageError
 from panorama_elt.settings import is_identifier, parse_settings, read_settings_yaml
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    yaml.indent(mapping=2, sequence=2, offset=0)
+    return yaml
+
+
+def _load(path: Path) -> Any:
+    """The settings document for editing (checked for syntax by the strict reader first)."""
+    read_settings_yaml(path)
+    try:
+        return _yaml().load(path.read_text(encoding="utf-8"))
+    except YAMLError as exc:
+        raise SettingsError(f"cannot edit the settings file: {exc}", str(path)) from None
+
+
+def _flow(**items: str) -> CommentedMap:
+    """A one-line mapping such as {name: id, type: int(11)}."""
+    entry = CommentedMap(items)
+    entry.fa.set_flow_style()
+    return entry
 
 
 def set_tables(path: Path, names: list[str], datasource: str | None) -> str:
@@ -17,17 +46,17 @@ def set_tables(path: Path, names: list[str], datasource: str | None) -> str:
     bad = [n for n in names if not is_identifier(n)]
     if bad:
         raise UsageError(f"--tables: {', '.join(map(repr, bad))} is not a plain table name")
-    data = read_settings_yaml(path)
+    data = _load(path)
     source = _find_datasource(data, datasource)
     current = {t.get("name"): t for t in source.get("tables") or [] if isinstance(t, dict)}
-    source["tables"] = [current.get(name, {"name": name}) for name in names]
+    source["tables"] = [current.get(name, CommentedMap(name=name)) for name in names]
     _write(path, data)
     return str(source.get("name"))
 
 
 def set_fields(path: Path, found: dict[tuple[str, str], list[tuple[str, str]]]) -> None:
     """Write each table's (column, type) list; constant fields the user added are kept."""
-    data = read_settings_yaml(path)
+    data = _load(path)
     for source in data.get("datasources") or []:
         for table in source.get("tables") or []:
             columns = found.get((source.get("name"), table.get("name")))
@@ -37,7 +66,7 @@ def set_fields(path: Path, found: dict[tuple[str, str], list[tuple[str, str]]]) 
                 f for f in table.get("fields") or [] if isinstance(f, dict) and "value" in f
             ]
             known = {c for c, _ in columns}
-            table["fields"] = [{"name": c, "type": t} for c, t in columns] + [
+            table["fields"] = [_flow(name=c, type=t) for c, t in columns] + [
                 f for f in constants if f.get("name") not in known
             ]
     _write(path, data)
@@ -72,7 +101,7 @@ def _write(path: Path, data: Any) -> None:
         if real:
             raise SettingsError(real, str(path)) from None
     shutil.copy2(path, path.with_name(path.name + ".bak"))
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    with tmp.open("w", encoding="utf-8") as out:
+        _yaml().dump(data, out)
     tmp.replace(path)

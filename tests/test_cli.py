@@ -141,3 +141,49 @@ def test_set_tables_fields_reports_missing_table(
     result = run("--settings", str(settings), "set-tables-fields", "--all")
     assert result.exit_code == 1
     assert "not found in the source: db.ghost" in result.output
+
+
+def test_set_tables_keeps_comments_and_env_values(
+    tmp_path: Path, mysql_server: dict[str, Any], scratch_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with connect(mysql_server, scratch_db) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE items (id int primary key, price decimal(8,2))")
+    monkeypatch.setenv("PANORAMA_TEST_PW", mysql_server["password"])
+    settings = tmp_path / "s.yaml"
+    settings.write_text(
+        f"""# My installation: keep this comment
+datalake:
+  type: local
+  path: ./lake   # beside this file
+  base_prefix: shop
+datasources:
+- type: mysql
+  name: shop_db
+  mysql_host: {mysql_server["host"]}
+  mysql_port: {mysql_server["port"]}
+  mysql_username: {mysql_server["user"]}
+  mysql_password: ${{PANORAMA_TEST_PW}}   # from the environment
+  mysql_database: {scratch_db}
+"""
+    )
+    assert run("--settings", str(settings), "set-tables", "-t", "items").exit_code == 0
+    result = run("--settings", str(settings), "set-tables-fields", "--all")
+    assert result.exit_code == 0, result.output
+    text = settings.read_text()
+    assert "# My installation: keep this comment" in text
+    assert "path: ./lake   # beside this file" in text
+    assert "mysql_password: ${PANORAMA_TEST_PW}   # from the environment" in text
+    assert (
+        "- {name: price, type: decimal(8,2)}" in text
+        or "- {name: price, type: 'decimal(8,2)'}" in text
+    )
+    data = yaml.safe_load(text)
+    assert data["datasources"][0]["tables"] == [
+        {
+            "name": "items",
+            "fields": [
+                {"name": "id", "type": "int(11)"},
+                {"name": "price", "type": "decimal(8,2)"},
+            ],
+        }
+    ]
