@@ -34,6 +34,9 @@ test: $(VENV)/.dev ## Run every test (starts the project's private MariaDB)
 demo: $(VENV)/.dev ## Synthetic Open edX database -> local datalake -> report from the typed views
 	bash scripts/demo.sh
 
+bench: $(VENV)/.dev ## Extractor vs raw mariadb dump at 2 dataset sizes (BENCH_SIZES=a BENCH_REPEAT=1 shorten)
+	bash scripts/bench.sh
+
 lint: $(VENV)/.dev ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check panorama_elt tests panorama.py
 	$(VENV)/bin/ruff format --check panorama_elt tests panorama.py

@@ -6,19 +6,19 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from panorama_elt.datalakes.base import Datalake, PartitionValues
 from panorama_elt.datasources import make_datasource
-from panorama_elt.datasources.base import Datasource
+from panorama_elt.datasources.base import Datasource, PartitionKey
 from panorama_elt.encoding import encode_value
 from panorama_elt.errors import PanoramaError
 from panorama_elt.paths import base_values, state_key
 from panorama_elt.progress import Progress
 from panorama_elt.settings import Settings, TableSettings
-from panorama_elt.writer import CsvWriter
+from panorama_elt.writer import CsvWriter, WrittenFile
 
 log = logging.getLogger("panorama_elt")
 
@@ -110,10 +110,20 @@ class Runner:
         progress = Progress(table.name)
         with tempfile.TemporaryDirectory(prefix="panorama-") as tmp:
             writer = CsvWriter(table, Path(tmp), lake.settings.compression, progress)
+            files: Iterable[tuple[PartitionKey, WrittenFile]]
             try:
-                for key, rows in extraction.groups:
+                if extraction.batches is not None:
+                    # Rows in any partition order: every file is complete at the end of the scan.
+                    files = writer.write_batches(
+                        extraction.batches,
+                        len(table.partition_fields),
+                        extraction.raw,
+                        extraction.shards,
+                    )
+                else:
+                    files = ((key, writer.write(rows)) for key, rows in extraction.groups)
+                for key, done in files:
                     values = base + tuple(encode_value(v) for v in key)
-                    done = writer.write(rows)
                     # Uploads overlap with extracting the next partition where the lake allows.
                     lake.upload_async(done.path, lake.key(table, values))
                     written.append(values)
@@ -122,6 +132,11 @@ class Runner:
                     result.zero_dates += done.zero_dates
                     result.partitions_written += 1
             finally:
+                # A source stopped half-way lets go of its connection now, not when collected.
+                for iterator in (extraction.batches, extraction.groups):
+                    close = getattr(iterator, "close", None)
+                    if close is not None:
+                        close()
                 # Also on failure: no upload may still read the temp dir once it is removed.
                 lake.wait_uploads()
         progress.done()
