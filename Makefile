@@ -49,7 +49,7 @@ clean: ## Remove build products, caches and the demo datalake (keeps venv/)
 	rm -rf build/demo .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: help install test demo lint mariadb-stop clean
+.PHONY: help install test demo bench lint mariadb-stop clean
 
 # Docker image: tags from panorama_elt/__about__.py. Without a Docker engine the command is only
 # printed; `make docker-check` builds and runs the image with buildah instead (minutes, not in `make test`).
