@@ -145,6 +145,8 @@ def extract_and_load(
 
     settings = ctx.settings
     tables = select(settings)
+    if results_file and not Path(results_file).resolve().parent.is_dir():
+        raise UsageError(f"--results-file: folder {Path(results_file).parent} does not exist")
     started = datetime.now(UTC)
     clock = time.monotonic()
     signal.signal(signal.SIGTERM, _terminate)
@@ -156,6 +158,9 @@ def extract_and_load(
         finally:
             runner.close()
             datalake.close()
+    for r in results:
+        # Errors may quote a library's message: mask before printing or encoding them.
+        r.error = ctx.secrets.scrub(r.error) if r.error else r.error
     failed = [r for r in results if r.status != "ok"]
     _print_summary(results)
     if results_file:
@@ -170,9 +175,12 @@ def extract_and_load(
             "exit_code": 1 if failed else 0,
             "tables": results_document(results),
         }
-        Path(results_file).write_text(
-            ctx.secrets.scrub(json.dumps(document, indent=2)) + "\n", encoding="utf-8"
-        )
+        try:
+            Path(results_file).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise PanoramaError(
+                f"--results-file: cannot write {results_file}: {exc.strerror}"
+            ) from None
     if failed:
         click.secho(
             f"{len(failed)} of {len(results)} tables failed: {', '.join(r.table for r in failed)}",

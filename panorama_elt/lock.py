@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from panorama_elt.errors import LockedError
+from panorama_elt.errors import LockedError, PanoramaError
 
 
 def lock_path(settings_file: Path) -> Path:
@@ -35,7 +35,12 @@ def run_lock(settings_file: Path) -> Iterator[None]:
     stale lock behind.
     """
     path = lock_path(settings_file)
-    handle = open(path, "a+")  # noqa: SIM115 - held for the duration of the run
+    try:
+        handle = open(path, "a+")  # noqa: SIM115 - held for the duration of the run
+    except OSError as exc:
+        raise PanoramaError(
+            f"cannot open the run lock {path}: {exc.strerror} (was it created by another user?)"
+        ) from None
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import urlsplit
 
 from panorama_elt.settings import Settings
 
@@ -30,6 +31,9 @@ class SecretFilter(logging.Filter):
         """Remember every password, key and URI of the settings."""
         lake = settings.datalake
         self.add(lake.aws_access_key, lake.aws_secret_access_key)
+        for url in (lake.endpoint_url,):
+            userinfo = urlsplit(url or "").password
+            self.add(userinfo)
         for ds in settings.datasources:
             if ds.mysql:
                 self.add(ds.mysql.password)

@@ -453,8 +453,18 @@ class _Checker:
 
     def unique_datalake_names(self, sources: list[DatasourceSettings]) -> None:
         owners: dict[str, str] = {}
+        folders: dict[str, str] = {}
         for ds in sources:
             for table in ds.tables:
+                # Files live under <base_prefix>/<table name>/: two tables of that name in
+                # different datasources would overwrite each other's files.
+                if table.name in folders:
+                    self.fail(
+                        _join(table.path, "name"),
+                        f"table {table.name!r} is also in {folders[table.name]}; its files would "
+                        "share one folder (use another base_prefix, or another settings file)",
+                    )
+                folders[table.name] = table.path
                 for name in (table.datalake_table_name, table.datalake_table_view):
                     if name in owners:
                         self.fail(

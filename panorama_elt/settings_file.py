@@ -6,7 +6,10 @@ ${ENV_VAR} values everywhere else stay as the user wrote them.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +104,14 @@ def _write(path: Path, data: Any) -> None:
         if real:
             raise SettingsError(real, str(path)) from None
     shutil.copy2(path, path.with_name(path.name + ".bak"))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as out:
+    target = path.resolve()  # write through a symlink, not over it
+    tmp = target.with_name(f".{target.name}.tmp")
+    # The file holds passwords: the new one is private until it gets the old one's mode and owner.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
         _yaml().dump(data, out)
-    tmp.replace(path)
+    info = target.stat()
+    os.chmod(tmp, stat.S_IMODE(info.st_mode))
+    with contextlib.suppress(PermissionError):
+        os.chown(tmp, info.st_uid, info.st_gid)
+    tmp.replace(target)

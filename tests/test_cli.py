@@ -133,6 +133,28 @@ def test_set_tables_and_fields_from_information_schema(
     assert (tmp_path / "s.yaml.bak").exists()
 
 
+def test_settings_rewrite_keeps_the_file_private(
+    tmp_path: Path, mysql_server: dict[str, Any]
+) -> None:
+    settings = small_settings(tmp_path, mysql_server, "edxapp")
+    settings.chmod(0o600)
+    assert run("--settings", str(settings), "set-tables", "-t", "a,b").exit_code == 0
+    assert settings.stat().st_mode & 0o777 == 0o600
+
+
+def test_results_file_in_a_missing_folder_is_a_usage_error(
+    tmp_path: Path, mysql_server: dict[str, Any]
+) -> None:
+    settings = small_settings(tmp_path, mysql_server, "edxapp")
+    missing = str(tmp_path / "no" / "r.json")
+    result = run(
+        "--settings", str(settings), "extract-and-load", "--all", "--results-file", missing
+    )
+    assert result.exit_code == 2
+    assert "--results-file: folder" in result.output and "does not exist" in result.output
+    assert not (tmp_path / "lake").exists()
+
+
 def test_set_tables_fields_reports_missing_table(
     tmp_path: Path, mysql_server: dict[str, Any], scratch_db: str
 ) -> None:

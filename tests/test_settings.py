@@ -109,6 +109,24 @@ def edit(path: str, value: Any, delete: bool = False) -> dict[str, Any]:
 
 
 T0 = "datasources[0].tables[0]"
+
+
+def two_sources_same_table() -> dict[str, Any]:
+    data = copy.deepcopy(base())
+    second = copy.deepcopy(data["datasources"][0])
+    second["name"] = "db2"
+    second["tables"] = [
+        {
+            "name": "u",
+            "datalake_table_name": "other_raw_u",
+            "datalake_table_view": "other_u",
+            "fields": [{"name": "id", "type": "int"}],
+        }
+    ]
+    data["datasources"].append(second)
+    return data
+
+
 CASES = [
     (
         edit("datalake.type", "gcs"),
@@ -189,6 +207,11 @@ CASES = [
     (
         edit(f"{T0}.datalake_table_name", "openedx_raw_u"),
         "datalake name 'openedx_raw_u' is also used by",
+    ),
+    (
+        two_sources_same_table(),
+        "datasources[1].tables[0].name: table 'u' is also in datasources[0].tables[1]; "
+        "its files would share one folder",
     ),
     (
         edit("datasources[0].mysql_password", "${PANORAMA_TEST_SURELY_UNSET}"),
