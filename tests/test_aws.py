@@ -741,3 +741,33 @@ def test_incremental_run_against_a_moto_server(
         "openedx/_panorama_state/openedx_raw_courseware_studentmodule/"
         "lms=lms.example.com/state.json"
     )
+
+
+def test_new_column_reaches_every_registered_partition(lake: AwsDatalake) -> None:
+    """Athena reads a text partition with its own schema: an added column must reach it."""
+    table = studentmodule()
+    lake.create_table(table)
+    lake.add_partitions(table, [(LMS, "c1"), (LMS, "c2")])
+    grown = dataclasses.replace(
+        table, fields=(*table.fields, FieldSettings("grade", parse_column_type("double")))
+    )
+    lake.create_table(grown)
+    partitions = boto3.client("glue", region_name=REGION).get_partitions(
+        DatabaseName="panorama", TableName=table.datalake_table_name
+    )["Partitions"]
+    assert len(partitions) == 2
+    for p in partitions:
+        assert [c["Name"] for c in p["StorageDescriptor"]["Columns"]][-1] == "grade"
+
+
+def test_layout_change_never_deletes_another_installation(lake: AwsDatalake) -> None:
+    other_lms = BasePartition("lms", parse_column_type("varchar"), "other.example.com")
+    other = AwsDatalake(settings(base_partitions=(other_lms,)))
+    flat = dataclasses.replace(studentmodule(), partitions=None)
+    lake.create_table(flat)
+    lake.add_partitions(flat, [(LMS,)])
+    other.add_partitions(flat, [("other.example.com",)])
+    with pytest.raises(DatalakeError, match=r"other installations \(other.example.com\)"):
+        lake.create_table(studentmodule())
+    assert len(lake.partitions(flat)) == 2
+    other.close()

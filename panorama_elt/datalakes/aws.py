@@ -23,6 +23,7 @@ from panorama_elt.datalakes.base import Datalake, PartitionValues
 from panorama_elt.errors import DatalakeError
 from panorama_elt.paths import (
     STATE_FOLDER,
+    base_values,
     folder_of,
     partition_folder,
     partition_names,
@@ -320,9 +321,18 @@ class AwsDatalake(Datalake):
         except AwsError as exc:
             if exc.code != "AlreadyExistsException":
                 raise
-            self._drop_other_layout(table, [k["Name"] for k in spec["PartitionKeys"]])
+            with self._glue_errors(table, "GetTable"):
+                existing = self.glue.get_table(
+                    DatabaseName=self.settings.database, Name=table.datalake_table_name
+                )["Table"]
+            old_names = [k["Name"] for k in existing.get("PartitionKeys", [])]
+            same_layout = old_names == [k["Name"] for k in spec["PartitionKeys"]]
+            if not same_layout:
+                self._drop_other_layout(table, old_names)
             with self._glue_errors(table, "UpdateTable"):
                 self.glue.update_table(DatabaseName=self.settings.database, TableInput=spec)
+            if same_layout:
+                self._update_partition_columns(table, spec)
 
     def drop_table(self, table: TableSettings) -> None:
         self._run_query(
@@ -413,24 +423,33 @@ class AwsDatalake(Datalake):
                     f"deleted; s3://{self.bucket}/{e.get('Key')}: {e.get('Code')}: {e.get('Message')}"
                 )
 
-    def _drop_other_layout(self, table: TableSettings, names: list[str]) -> None:
-        """When the partition keys change, unregister and delete the old layout's partitions."""
-        with self._glue_errors(table, "GetTable"):
-            found = self.glue.get_table(
-                DatabaseName=self.settings.database, Name=table.datalake_table_name
-            )
-        old_names = [k["Name"] for k in found["Table"].get("PartitionKeys", [])]
-        if old_names == names:
-            return
-        old: list[PartitionValues] = []
+    def _all_partitions(self, table: TableSettings) -> list[dict[str, Any]]:
+        """Every registered partition of the table, with its storage descriptor."""
+        found: list[dict[str, Any]] = []
         pages = self.glue.get_paginator("get_partitions").paginate(
-            DatabaseName=self.settings.database,
-            TableName=table.datalake_table_name,
-            ExcludeColumnSchema=True,
+            DatabaseName=self.settings.database, TableName=table.datalake_table_name
         )
         with self._glue_errors(table, "GetPartitions"):
             for page in pages:
-                old.extend(tuple(p["Values"]) for p in page.get("Partitions", []))
+                found.extend(page.get("Partitions", []))
+        return found
+
+    def _drop_other_layout(self, table: TableSettings, old_names: list[str]) -> None:
+        """The partition keys changed: unregister and delete this installation's old partitions.
+
+        Other installations' partitions are never touched: while they remain, the change is
+        refused, since the table cannot serve both layouts.
+        """
+        base = base_values(self.settings)
+        old = [tuple(p["Values"]) for p in self._all_partitions(table)]
+        others = sorted({p[: len(base)] for p in old if p[: len(base)] != base})
+        if others:
+            raise DatalakeError(
+                f"{table.name}: the partition fields changed, but other installations "
+                f"({', '.join('/'.join(o) for o in others[:3])}) still have partitions in the old "
+                "layout; every installation must reload: drop-datalake-tables, then "
+                "create-datalake-tables and extract-and-load --force from each"
+            )
         for batch in chunks(old, DELETE_BATCH):
             with self._glue_errors(table, "BatchDeletePartition"):
                 self.glue.batch_delete_partition(
@@ -446,6 +465,42 @@ class AwsDatalake(Datalake):
                 self.s3.delete_objects(
                     Bucket=self.bucket,
                     Delete={"Objects": [{"Key": k} for k in key_batch], "Quiet": True},
+                )
+
+    def _update_partition_columns(self, table: TableSettings, spec: dict[str, Any]) -> None:
+        """Give every partition the table's new column list.
+
+        Athena reads a text partition with the partition's own schema: without this, a column
+        added by set-tables-fields would read as NULL in every partition registered before.
+        """
+        columns = spec["StorageDescriptor"]["Columns"]
+        stale = [
+            p
+            for p in self._all_partitions(table)
+            if p["StorageDescriptor"].get("Columns") != columns
+        ]
+        for batch in chunks(stale, CREATE_BATCH):
+            entries = [
+                {
+                    "PartitionValueList": p["Values"],
+                    "PartitionInput": {
+                        "Values": p["Values"],
+                        "StorageDescriptor": {**p["StorageDescriptor"], "Columns": columns},
+                    },
+                }
+                for p in batch
+            ]
+            with self._glue_errors(table, "BatchUpdatePartition"):
+                response = self.glue.batch_update_partition(
+                    DatabaseName=self.settings.database,
+                    TableName=table.datalake_table_name,
+                    Entries=entries,
+                )
+            if response.get("Errors"):
+                error = response["Errors"][0]
+                raise DatalakeError(
+                    f"{table.datalake_table_name}: glue BatchUpdatePartition: "
+                    f"{error.get('ErrorDetail', {}).get('ErrorMessage', 'failed')}"
                 )
 
     def _objects_in(self, table: TableSettings, folder: str) -> list[str]:
