@@ -428,11 +428,17 @@ class CsvWriter:
             ) from None
 
     def _partition_values(self, values: Iterable[Any], raw: bool) -> PartitionKey:
-        """Partition values as the catalog takes them: text (raw bytes decoded), or None."""
+        """Partition values as the catalog takes them: text (raw bytes decoded; binary and BIT
+        values written as in the files, which is what the typed views decode), or None."""
         if not raw:
             return tuple(values)
+        kinds = [self.table.field(name).type.kind for name in self.table.partition_fields]
+        as_text = {"binary": _raw_binary, "bit": _raw_bit}
         try:
-            return tuple(None if v is None else v.decode("utf-8") for v in values)
+            return tuple(
+                None if v is None else as_text.get(kind, bytes)(v).decode("utf-8")
+                for v, kind in zip(values, kinds, strict=True)
+            )
         except UnicodeDecodeError as exc:
             raise SourceError(
                 f"{self.table.name}: a partition value is not valid UTF-8 ({exc})"

@@ -23,7 +23,7 @@ from panorama_elt.errors import SourceError
 from panorama_elt.settings import DatasourceSettings, FieldSettings, TableSettings, parse_settings
 from panorama_elt.synthetic import modulestore
 from panorama_elt.synthetic.modulestore import Course, CourseBuilder, Modulestore
-from tests.conftest import TEMPLATE, connect, local_datalake, write_settings
+from tests.conftest import TEMPLATE, connect, local_datalake, mysql_source, write_settings
 
 COLUMNS = [
     "module_location",
@@ -660,7 +660,11 @@ def test_mongodb_down_is_one_clear_line(
 
 
 def test_a_mongodb_down_does_not_stop_other_datasources(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: mongomock.MongoClient
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    client: mongomock.MongoClient,
+    mysql_server: dict[str, Any],
+    scratch_db: str,
 ) -> None:
     modulestore.generate(client["edxapp"], courses=1, seed=1)
 
@@ -678,18 +682,23 @@ def test_a_mongodb_down_does_not_stop_other_datasources(
         mongodb_username="u",
         mongodb_timeout_seconds=1,
     )
-    down["tables"][0]["datalake_table_name"] = "down_raw"
-    down["tables"][0]["datalake_table_view"] = "down_view"
+    # Another datasource of the same run: a small MySQL table.
+    with connect(mysql_server, scratch_db) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE healthy (id int primary key)")
+        cur.execute("INSERT INTO healthy VALUES (1), (2)")
+    healthy = mysql_source(
+        mysql_server, scratch_db, [{"name": "healthy", "fields": [{"name": "id", "type": "int"}]}]
+    )
     settings_file = write_settings(
-        tmp_path / "settings.yaml", local_datalake(tmp_path / "lake"), [down, source_entry()]
+        tmp_path / "settings.yaml", local_datalake(tmp_path / "lake"), [down, healthy]
     )
     result = cli(settings_file, "extract-and-load", "--all", "--force")
     assert result.exit_code == 1
     assert "hunter2-secret" not in result.output
     failed = [line for line in result.output.splitlines() if "FAILED" in line]
     assert len(failed) == 1 and "127.0.0.1:1" in failed[0] and "down_structures" in failed[0]
-    ok = [line for line in result.output.splitlines() if line.startswith("course_structures ")]
-    assert len(ok) == 2 and any(line.rstrip().endswith("ok") for line in ok)
+    ok = [line for line in result.output.splitlines() if line.startswith("healthy ")]
+    assert len(ok) == 1 and ok[0].rstrip().endswith("ok") and " 2 " in ok[0]
 
 
 # --- MySQL active versions -----------------------------------------------------------------

@@ -21,16 +21,22 @@ from panorama_elt.views import create_view_sql, quote_name, raw_columns
 CATALOG_TABLE = "panorama_partitions"
 _FILE_COLUMN = "panorama_file"
 _MAX_LINE_BYTES = 1 << 30
+# DuckDB reserves a compressed file's whole read buffer up front (16 x max_line_size unless
+# given: 16 GiB, an out-of-memory error on any query), so gzip files get a smaller line limit.
+_MAX_GZIP_LINE_BYTES = 1 << 25
 
 
 def read_csv_sql(files: list[str], columns: list[str]) -> str:
     """DuckDB read_csv over our encoded files: every column text, no NULL guessing."""
     file_list = "[" + ", ".join(sql_string(f) for f in files) + "]"
     column_map = "{" + ", ".join(f"{sql_string(c)}: 'VARCHAR'" for c in columns) + "}"
+    sizes = f"max_line_size={_MAX_LINE_BYTES}"
+    if any(f.endswith(".gz") for f in files):
+        sizes = f"max_line_size={_MAX_GZIP_LINE_BYTES}, buffer_size={2 * _MAX_GZIP_LINE_BYTES}"
     return (
         f"read_csv({file_list}, columns={column_map}, header=true, delim=',', quote='\"', "
         "escape='\\', auto_detect=false, allow_quoted_nulls=false, strict_mode=true, hive_partitioning=false, "
-        f"max_line_size={_MAX_LINE_BYTES}, filename={sql_string(_FILE_COLUMN)})"
+        f"{sizes}, filename={sql_string(_FILE_COLUMN)})"
     )
 
 

@@ -116,7 +116,11 @@ def changed_partitions_sql(table: TableSettings, with_mark: bool) -> tuple[str, 
         window = (
             f"LEAST(CAST(%s AS DATETIME(6)) - INTERVAL {SAFETY_MARGIN_MINUTES} MINUTE, {window})"
         )
-    columns = ", ".join(quote_identifier(c) for c in parts.partition_fields)
+    # BIT values as numbers: bound back as bytes, the filter would compare them as strings.
+    columns = ", ".join(
+        f"{quote_identifier(c)} + 0" if table.field(c).type.kind == "bit" else quote_identifier(c)
+        for c in parts.partition_fields
+    )
     sql = (
         f"SELECT DISTINCT {columns} FROM {quote_identifier(table.name)} "
         f"WHERE {quote_identifier(parts.timestamp_field)} >= {window}"
