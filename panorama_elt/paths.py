@@ -53,6 +53,11 @@ def object_key(table: TableSettings, datalake: DatalakeSettings, values: Sequenc
     return f"{partition_folder(table, datalake, values)}/{table.name}{suffix}"
 
 
+def other_suffix(key: str) -> str:
+    """The same file with the other compression suffix (.csv <-> .csv.gz)."""
+    return key[: -len(".gz")] if key.endswith(".gz") else key + ".gz"
+
+
 def values_from_folder(folder: str) -> tuple[str, ...]:
     """The registered values of a partition folder (inverse of partition_folder's levels)."""
     return tuple(unquote(level.split("=", 1)[1]) for level in folder.split("/") if "=" in level)

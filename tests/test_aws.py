@@ -771,3 +771,16 @@ def test_layout_change_never_deletes_another_installation(lake: AwsDatalake) -> 
         lake.create_table(studentmodule())
     assert len(lake.partitions(flat)) == 2
     other.close()
+
+
+def test_upload_removes_the_file_with_the_other_suffix(lake: AwsDatalake, tmp_path: Path) -> None:
+    """After a switch to gzip, a partition folder never holds both t.csv and t.csv.gz."""
+    s3 = boto3.client("s3", region_name=REGION)
+    plain = tmp_path / "t.csv"
+    plain.write_text('"id"\n"1"\n')
+    lake.upload(plain, "openedx/t/lms=x/t.csv")
+    packed = tmp_path / "t.csv.gz"
+    packed.write_bytes(b"not really gzip, S3 does not care")
+    lake.upload(packed, "openedx/t/lms=x/t.csv.gz")
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="openedx/t/")["Contents"]]
+    assert keys == ["openedx/t/lms=x/t.csv.gz"]

@@ -304,3 +304,36 @@ def test_force_removes_deleted_courses_of_this_lms_only(
         )
     }
     assert len(folders) == len(courses_of(mysql_server, own_openedx_db))
+
+
+def test_added_column_and_compression_switch(
+    tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str
+) -> None:
+    """An Open edX upgrade adds a column; later the operator turns on gzip: nothing breaks."""
+    settings_file = studentmodule_settings(tmp_path, mysql_server, own_openedx_db)
+    full_load(settings_file)
+    with connect(mysql_server, own_openedx_db) as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE courseware_studentmodule ADD COLUMN note varchar(20) DEFAULT 'x'")
+    for command in (["set-tables-fields", "--all"], ["create-datalake-tables", "--all"]):
+        assert cli(settings_file, *command).exit_code == 0
+    assert cli(settings_file, "create-datalake-views", "--all").exit_code == 0
+    settings = load_settings(settings_file)
+    table = settings.tables[0]
+    # Files written before the column existed read it as NULL until they are rewritten.
+    old = view_rows(settings, table)
+    assert len(old) == len(source_rows(mysql_server, own_openedx_db, table))
+    assert {r[-1] for r in old} == {None}
+    # Switch to gzip and reload: every partition is a .csv.gz, no .csv is left to be read twice.
+    text = settings_file.read_text().replace(
+        "datalake_database: panorama", "datalake_database: panorama\n  compression: gzip"
+    )
+    settings_file.write_text(text)
+    result = cli(settings_file, "extract-and-load", "--all", "--force")
+    assert result.exit_code == 0, result.output
+    settings = load_settings(settings_file)
+    assert_same_rows(
+        source_rows(mysql_server, own_openedx_db, table), view_rows(settings, table), table.name
+    )
+    lake = settings.datalake.path / "openedx" / "courseware_studentmodule"
+    assert list(lake.rglob("*.csv")) == []
+    assert len(list(lake.rglob("*.csv.gz"))) == len(courses_of(mysql_server, own_openedx_db))

@@ -25,6 +25,7 @@ from panorama_elt.paths import (
     STATE_FOLDER,
     base_values,
     folder_of,
+    other_suffix,
     partition_folder,
     partition_names,
     table_folder,
@@ -256,6 +257,9 @@ class AwsDatalake(Datalake):
                 )
             except OSError as exc:
                 raise DatalakeError(f"{what}: {local_file}: {exc.strerror or exc}") from exc
+            # After a switch of `compression`, the partition folder would hold both t.csv and
+            # t.csv.gz, and Athena would read every row twice.
+            self.s3.delete_object(Bucket=self.bucket, Key=other_suffix(key))
         local_file.unlink(missing_ok=True)
 
     def upload_async(self, local_file: Path, key: str) -> None:

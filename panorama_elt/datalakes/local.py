@@ -14,12 +14,14 @@ import duckdb
 from panorama_elt.datalakes.base import Datalake, PartitionValues
 from panorama_elt.encoding import sql_string
 from panorama_elt.errors import DatalakeError
-from panorama_elt.paths import partition_names
+from panorama_elt.paths import other_suffix, partition_names
 from panorama_elt.settings import DatalakeSettings, TableSettings
 from panorama_elt.views import create_view_sql, quote_name, raw_columns
 
 CATALOG_TABLE = "panorama_partitions"
 _FILE_COLUMN = "panorama_file"
+# Files written before a column was added have fewer columns: null_padding reads them with
+# NULL for the new column until they are rewritten.
 _MAX_LINE_BYTES = 1 << 30
 # DuckDB reserves a compressed file's whole read buffer up front (16 x max_line_size unless
 # given: 16 GiB, an out-of-memory error on any query), so gzip files get a smaller line limit.
@@ -35,7 +37,7 @@ def read_csv_sql(files: list[str], columns: list[str]) -> str:
         sizes = f"max_line_size={_MAX_GZIP_LINE_BYTES}, buffer_size={2 * _MAX_GZIP_LINE_BYTES}"
     return (
         f"read_csv({file_list}, columns={column_map}, header=true, delim=',', quote='\"', "
-        "escape='\\', auto_detect=false, allow_quoted_nulls=false, strict_mode=true, hive_partitioning=false, "
+        "escape='\\', auto_detect=false, allow_quoted_nulls=false, strict_mode=true, hive_partitioning=false, null_padding=true, "
         f"{sizes}, filename={sql_string(_FILE_COLUMN)})"
     )
 
@@ -142,9 +144,17 @@ class LocalDatalake(Datalake):
 
     def partitions(self, table: TableSettings) -> set[PartitionValues]:
         rows = self._execute(
-            f"SELECT vals FROM {CATALOG_TABLE} WHERE raw_table = ?", [table.datalake_table_name]
+            f"SELECT vals, file FROM {CATALOG_TABLE} WHERE raw_table = ?",
+            [table.datalake_table_name],
         ).fetchall()
-        return {tuple(r[0]) for r in rows}
+        # A partition registered with the other file suffix (compression was switched) counts
+        # as not registered, so the next run that writes it registers the new file.
+        return {
+            tuple(vals)
+            for vals, file in rows
+            if len(vals) != len(partition_names(table, self.settings))
+            or file == str(self.path_of(self.key(table, tuple(vals))))
+        }
 
     def add_partitions(self, table: TableSettings, partitions: Iterable[PartitionValues]) -> None:
         rows = [
@@ -155,12 +165,19 @@ class LocalDatalake(Datalake):
             return
         self._execute("BEGIN TRANSACTION")
         try:
+            # One row per partition: a new file (another suffix) replaces the old registration.
+            self.db.executemany(
+                f"DELETE FROM {CATALOG_TABLE} WHERE raw_table = ? AND vals = ?",
+                [[r[0], r[2]] for r in rows],
+            )
             self.db.executemany(f"INSERT OR REPLACE INTO {CATALOG_TABLE} VALUES (?, ?, ?)", rows)
             self._refresh_raw(table)
             self._execute("COMMIT")
         except BaseException:
             self._execute("ROLLBACK")
             raise
+        for row in rows:
+            Path(other_suffix(str(row[1]))).unlink(missing_ok=True)
 
     def remove_partitions(
         self, table: TableSettings, partitions: Iterable[PartitionValues]
