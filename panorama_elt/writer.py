@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import logging
 import operator
 import os
 import pickle
@@ -34,6 +35,8 @@ from panorama_elt.encoding import (
 )
 from panorama_elt.errors import SourceError
 from panorama_elt.settings import TableSettings
+
+log = logging.getLogger("panorama_elt")
 
 _BUFFER_BYTES = 1 << 20
 # Encoded rows of a partitioned table held in memory, all partitions together, before the
@@ -503,7 +506,13 @@ class _ShardProcesses:
             if kind == "source":
                 raise SourceError(payload)
             if kind != "ok":
-                raise RuntimeError(f"a reading process failed:\n{payload}")
+                # A bug in the reading process: this table fails, the others still run.
+                log.debug("reading process traceback:\n%s", payload)
+                last = str(payload).strip().splitlines()[-1] if str(payload).strip() else "?"
+                raise SourceError(
+                    f"{self.writer.table.name}: a reading process failed: {last} "
+                    "(--debug shows its traceback)"
+                )
             found.extend(payload)
         return found
 

@@ -237,3 +237,16 @@ def test_changed_partition_fields_drop_the_old_layout(datalake: Lake) -> None:
     datalake.lake.create_table(partitioned)
     assert datalake.lake.partitions(partitioned) == set()
     assert datalake.read(old_key) is None
+
+
+def test_layout_change_refused_while_another_installation_uses_it(datalake: Lake) -> None:
+    partitioned = studentmodule()
+    flat = replace(partitioned, partitions=None)
+    datalake.lake.create_table(flat)
+    ours = datalake.put(flat, (LMS,), [("1", COURSES[0], "{}", "2024-01-01 00:00:00")])
+    datalake.put(flat, ("other.example.com",), [("2", COURSES[1], "{}", "2024-01-01 00:00:00")])
+    datalake.lake.add_partitions(flat, [(LMS,), ("other.example.com",)])
+    with pytest.raises(DatalakeError, match="other installations"):
+        datalake.lake.create_table(partitioned)
+    assert datalake.read(ours) is not None
+    assert len(datalake.lake.partitions(flat)) == 2

@@ -14,7 +14,7 @@ import duckdb
 from panorama_elt.datalakes.base import Datalake, PartitionValues
 from panorama_elt.encoding import sql_string
 from panorama_elt.errors import DatalakeError
-from panorama_elt.paths import other_suffix, partition_names
+from panorama_elt.paths import base_values, other_suffix, partition_names
 from panorama_elt.settings import DatalakeSettings, TableSettings
 from panorama_elt.views import create_view_sql, quote_name, raw_columns
 
@@ -114,17 +114,27 @@ class LocalDatalake(Datalake):
     def create_table(self, table: TableSettings) -> None:
         # Partitions registered under another layout (the partition fields changed) cannot be
         # read with the new one: unregister them and delete their files.
+        # Only this installation's: while other installations still have partitions in the old
+        # layout, the change is refused (the table cannot serve both layouts).
         width = len(partition_names(table, self.settings))
+        base = list(base_values(self.settings))
         old = self._execute(
-            f"SELECT file FROM {CATALOG_TABLE} WHERE raw_table = ? AND len(vals) <> ?",
+            f"SELECT file, vals FROM {CATALOG_TABLE} WHERE raw_table = ? AND len(vals) <> ?",
             [table.datalake_table_name, width],
         ).fetchall()
-        if old:
-            self._execute(
-                f"DELETE FROM {CATALOG_TABLE} WHERE raw_table = ? AND len(vals) <> ?",
-                [table.datalake_table_name, width],
+        others = sorted({"/".join(v[: len(base)]) for _, v in old if list(v[: len(base)]) != base})
+        if others:
+            raise DatalakeError(
+                f"{table.name}: the partition fields changed, but other installations "
+                f"({', '.join(others[:3])}) still have partitions in the old layout; every "
+                "installation must reload: drop-datalake-tables, then create-datalake-tables "
+                "and extract-and-load --force from each"
             )
-            for (file,) in old:
+        if old:
+            self.db.executemany(
+                f"DELETE FROM {CATALOG_TABLE} WHERE file = ?", [[file] for file, _ in old]
+            )
+            for file, _ in old:
                 Path(file).unlink(missing_ok=True)
         self._refresh_raw(table)
 
