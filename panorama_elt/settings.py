@@ -36,7 +36,15 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DATALAKE_TYPES = ("local", "aws")
 DATASOURCE_TYPES = ("mysql", "openedx_course_structures")
 
-_MYSQL_KEYS = ("mysql_host", "mysql_port", "mysql_username", "mysql_password", "mysql_database")
+_MYSQL_KEYS = (
+    "mysql_host",
+    "mysql_port",
+    "mysql_username",
+    "mysql_password",
+    "mysql_database",
+    "mysql_time_zone",
+)
+_TIME_ZONE = re.compile(r"^(SYSTEM|[+-]\d{1,2}:\d{2}|[A-Za-z][A-Za-z0-9_+/-]*)$")
 _MONGO_KEYS = (
     "mongodb_host",
     "mongodb_port",
@@ -149,6 +157,7 @@ class MySQLSettings:
     password: str | None = field(repr=False)
     database: str | None
     path: str = ""
+    time_zone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -529,6 +538,16 @@ class _Checker:
                 parts.append(BasePartition(name, ctype, value))
         return tuple(parts)
 
+    def time_zone(self, data: Mapping, path: str) -> str | None:
+        value = self.text(data, "mysql_time_zone", path)
+        if value is not None and not _TIME_ZONE.match(value):
+            self.fail(
+                _join(path, "mysql_time_zone"),
+                f"{value!r} is not a time zone (use an offset such as '+00:00', SYSTEM, or a name)",
+            )
+            return None
+        return value
+
     def column_type(self, value: Any, path: str) -> ColumnType | None:
         try:
             return parse_column_type(value)
@@ -567,6 +586,7 @@ class _Checker:
                 password=self.text(d, "mysql_password", path),
                 database=self.identifier(d, "mysql_database", path),
                 path=path,
+                time_zone=self.time_zone(d, path),
             )
         mongodb = None
         if kind == "openedx_course_structures":

@@ -337,3 +337,26 @@ def test_added_column_and_compression_switch(
     lake = settings.datalake.path / "openedx" / "courseware_studentmodule"
     assert list(lake.rglob("*.csv")) == []
     assert len(list(lake.rglob("*.csv.gz"))) == len(courses_of(mysql_server, own_openedx_db))
+
+
+def test_time_zone_setting_puts_now_in_utc(
+    tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str
+) -> None:
+    """A server in another zone: with mysql_time_zone '+00:00' the window still finds UTC changes."""
+    from panorama_elt.datasources.mysql import MySQLDatasource
+
+    settings_file = studentmodule_settings(tmp_path, mysql_server, own_openedx_db)
+    text = settings_file.read_text()
+    settings_file.write_text(text.replace("  tables:", "  mysql_time_zone: '+05:30'\n  tables:", 1))
+    source = MySQLDatasource(load_settings(settings_file).datasources[0])
+    with connect(mysql_server) as conn, conn.cursor() as cur:
+        cur.execute("SELECT CAST(UTC_TIMESTAMP() + INTERVAL 330 MINUTE AS CHAR)")
+        expected = cur.fetchone()[0]
+    assert source.now()[:16] == expected[:16]
+    source.close()
+    settings_file.write_text(
+        text.replace("  tables:", "  mysql_time_zone: Mars/Olympus\n  tables:", 1)
+    )
+    result = cli(settings_file, "test-connections")
+    assert result.exit_code == 1
+    assert "mysql_time_zone: unknown time zone 'Mars/Olympus'" in result.output

@@ -53,6 +53,7 @@ _RAW_CONVERSIONS: dict[Any, Any] = {
 _NO_DATABASE_ACCESS = 1044
 _ACCESS_DENIED = 1045
 _UNKNOWN_DATABASE = 1049
+_UNKNOWN_TIME_ZONE = 1298
 _NO_SUCH_TABLE = 1146
 _BAD_FIELD = 1054
 
@@ -153,7 +154,7 @@ class MySQLDatasource(Datasource):
         if not s.database:
             raise SourceError(f"{where}: mysql_database is not set")
         try:
-            self._connection = pymysql.connect(
+            connection = pymysql.connect(
                 host=s.host,
                 port=s.port,
                 user=s.username,
@@ -162,8 +163,20 @@ class MySQLDatasource(Datasource):
                 charset="utf8mb4",
                 conv=_RAW_CONVERSIONS,
                 connect_timeout=10,
+                # A half-open connection or a lock that never comes must not hold the run
+                # lock forever: every later hourly run would exit 3.
+                read_timeout=1800,
+                write_timeout=600,
                 autocommit=True,
             )
+            if s.time_zone:
+                try:
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET time_zone = %s", [s.time_zone])
+                except pymysql.err.MySQLError:
+                    connection.close()
+                    raise
+            self._connection = connection
         except pymysql.err.OperationalError as exc:
             code = exc.args[0] if exc.args else None
             if code == _ACCESS_DENIED:
@@ -174,6 +187,11 @@ class MySQLDatasource(Datasource):
                 raise SourceError(
                     f"{where}: user {s.username!r} may not use database {s.database!r}, "
                     "or it does not exist (check mysql_database and the user's grants)"
+                ) from None
+            if code == _UNKNOWN_TIME_ZONE:
+                raise SourceError(
+                    f"{where}: mysql_time_zone: unknown time zone {s.time_zone!r} (named zones "
+                    "need the server's time zone tables; an offset such as '+00:00' always works)"
                 ) from None
             if code == _UNKNOWN_DATABASE:
                 raise SourceError(
