@@ -37,6 +37,7 @@ from panorama_elt.errors import SourceError
 from panorama_elt.settings import TableSettings
 
 log = logging.getLogger("panorama_elt")
+_FILE_NULL = file_null()
 
 _BUFFER_BYTES = 1 << 20
 # Encoded rows of a partitioned table held in memory, all partitions together, before the
@@ -124,9 +125,6 @@ class CsvWriter:
     def write(self, rows: Iterable[Sequence[Any]]) -> WrittenFile:
         """Write one file from ``rows`` and return it; the file is complete on return."""
         path = self._new_path()
-        null = file_null()
-        plan = self._plan
-        date_columns = self._date_columns
         rows_written = zero_dates = 0
         raw = open(path, "wb")  # noqa: SIM115 - closed below, possibly through gzip
         try:
@@ -139,18 +137,8 @@ class CsvWriter:
             out.write(self._header)
             lines: list[str] = []
             for row in rows:
-                cells = []
-                for step in plan:
-                    if step[0] == "const":
-                        cells.append(step[1])
-                    else:
-                        value = row[step[1]]
-                        cells.append(null if value is None else step[2](value))
-                for i in date_columns:
-                    value = row[i]
-                    if value is not None and _is_zero_date(value):
-                        zero_dates += 1
-                lines.append(",".join(cells))
+                lines.append(self._line(row))
+                zero_dates += self._row_zero_dates(row)
                 rows_written += 1
                 if len(lines) >= 1000:
                     out.write("\n".join(lines) + "\n")
@@ -396,6 +384,18 @@ class CsvWriter:
             ]
         return [self._row_zero_dates(row) for row in batch]
 
+    def _line(self, row: Sequence[Any]) -> str:
+        """One encoded line (without its line end) from the values of one row."""
+        null = _FILE_NULL
+        cells = []
+        for step in self._plan:
+            if step[0] == "const":
+                cells.append(step[1])
+            else:
+                value = row[step[1]]
+                cells.append(null if value is None else step[2](value))
+        return ",".join(cells)
+
     def _row_zero_dates(self, row: Sequence[Any]) -> int:
         return sum(1 for i in self._date_columns if row[i] is not None and _is_zero_date(row[i]))
 
@@ -403,20 +403,11 @@ class CsvWriter:
         self, rows: list[list[Any]], row_number: Callable[[int], int]
     ) -> tuple[bytes, int]:
         """Value by value, as ``write`` does; reports a value that is not UTF-8 by its row."""
-        null = file_null()
-        plan = self._plan
         lines = []
         zero_dates = 0
         for n, row in enumerate(rows):
             try:
-                cells = []
-                for step in plan:
-                    if step[0] == "const":
-                        cells.append(step[1])
-                    else:
-                        value = row[step[1]]
-                        cells.append(null if value is None else step[2](value))
-                lines.append(",".join(cells))
+                lines.append(self._line(row))
             except UnicodeError as exc:
                 raise SourceError(
                     f"{self.table.name}: row {row_number(n)} holds text that is not valid UTF-8 ({exc})"
