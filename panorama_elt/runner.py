@@ -124,7 +124,9 @@ class Runner:
                     files = ((key, writer.write(rows)) for key, rows in extraction.groups)
                 for key, done in files:
                     values = base + tuple(encode_value(v) for v in key)
-                    # Uploads overlap with extracting the next partition where the lake allows.
+                    # Grouped sources: uploads overlap with the next partition's extraction.
+                    # Batches: every file is complete at the end of the scan, and the uploads
+                    # then run side by side where the lake allows.
                     lake.upload_async(done.path, lake.key(table, values))
                     written.append(values)
                     result.rows += done.rows

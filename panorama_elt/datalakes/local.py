@@ -159,11 +159,11 @@ class LocalDatalake(Datalake):
         ).fetchall()
         # A partition registered with the other file suffix (compression was switched) counts
         # as not registered, so the next run that writes it registers the new file.
+        width = len(partition_names(table, self.settings))
         return {
             tuple(vals)
             for vals, file in rows
-            if len(vals) != len(partition_names(table, self.settings))
-            or file == str(self.path_of(self.key(table, tuple(vals))))
+            if len(vals) != width or file == str(self.path_of(self.key(table, tuple(vals))))
         }
 
     def add_partitions(self, table: TableSettings, partitions: Iterable[PartitionValues]) -> None:
