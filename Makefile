@@ -27,7 +27,13 @@ install: $(VENV)/.runtime ## Create venv/, install pinned requirements, create p
 	@if [ ! -f panorama_settings.yaml ]; then cp panorama_settings.yaml.template panorama_settings.yaml; \
 	  echo "created panorama_settings.yaml from the template: edit it"; fi
 
-test: $(VENV)/.dev ## Run every test (starts the project's private MariaDB)
+# Another PyMySQL release, for the test that runs the tool with it (a pure-Python wheel: it is
+# importable from PYTHONPATH as it is).
+OTHER_PYMYSQL := build/wheels/PyMySQL-1.1.1-py3-none-any.whl
+$(OTHER_PYMYSQL): | $(VENV)/bin/python
+	$(PY) -m pip download -q --no-deps --only-binary=:all: -d build/wheels PyMySQL==1.1.1
+
+test: $(VENV)/.dev $(OTHER_PYMYSQL) ## Run every test (starts the project's private MariaDB)
 	bash scripts/mariadb.sh start
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -55,7 +55,7 @@ MAX_DECIMAL_PRECISION = 38
 class ColumnType:
     """A parsed source column type."""
 
-    raw: str
+    written: str  # as the settings wrote it
     base: str
     args: tuple[str, ...] = ()
     unsigned: bool = False
@@ -117,4 +117,4 @@ def parse_column_type(text: object) -> ColumnType:
         if _KINDS[base] in ("decimal", "bit", "integer") and not all(a.isdigit() for a in args):
             raise ValueError(f"bad size in type {text!r}")
     mods = match["mods"].lower().split()
-    return ColumnType(raw=text, base=base, args=args, unsigned="unsigned" in mods)
+    return ColumnType(written=text, base=base, args=args, unsigned="unsigned" in mods)

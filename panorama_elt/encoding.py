@@ -80,54 +80,9 @@ def encoder_for(kind: str) -> Callable[..., str]:
     return encode_text
 
 
-# The bulk form of the same encoding, for rows of raw UTF-8 bytes (what the MySQL server sends),
-# packed in one bytes object with marker bytes that never occur in UTF-8 text (see
-# datasources.base.PackedRows): both layers of escapes are applied to a whole batch at once, and
-# only then do the markers become the CSV punctuation. A few bytes.replace calls over a batch
-# cost less than one call per value.
-PACK_ROW = 0xFE  # starts a row
-PACK_VALUE = 0xFF  # starts a value
-PACK_NULL = 0xFD  # a NULL value (no bytes follow)
-PACK_PAD = 0xF8  # filler, to be dropped
-_PAD = bytes([PACK_PAD])
-_ESCAPES = ((b"\\", b"\\\\x5c"), (b"\n", b"\\\\n"), (b"\r", b"\\\\r"), (b'"', b'\\"'))
-_MARKS = (
-    # (packed, file form), in this order: a row start is followed by a value's or a NULL's
-    # own mark, so once those are replaced it reads PACK_ROW then '","'.
-    (bytes([PACK_VALUE]), b'","'),
-    (bytes([PACK_NULL]), b'","\\\\N'),
-    (bytes([PACK_ROW]) + b'","', b'"\n"'),
-)
-
-
-def encode_packed(data: bytes) -> bytes | None:
-    """The file lines of packed rows, or None when a value is not valid UTF-8.
-
-    The caller then encodes value by value (see unpack), which names the offending value.
-    """
-    chunk = data.translate(None, _PAD)
-    for raw, escaped in _ESCAPES:
-        chunk = chunk.replace(raw, escaped)
-    for mark, punctuation in _MARKS:
-        chunk = chunk.replace(mark, punctuation)
-    lines = chunk[2:] + b'"\n'  # the first row start also closed a previous line
-    if not lines.isascii():
-        try:
-            lines.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    return lines
-
-
-_PACKED_VALUE = re.compile(rb"([\xfd\xff])([^\xfd\xfe\xff]*)")
-
-
-def unpack(data: bytes) -> list[list[bytes | None]]:
-    """The rows of packed data, as lists of values (the slow way, for error messages)."""
-    rows = []
-    for piece in data.translate(None, _PAD).split(bytes([PACK_ROW]))[1:]:
-        rows.append([None if m[1][0] == PACK_NULL else m[2] for m in _PACKED_VALUE.finditer(piece)])
-    return rows
+# Both layers of escapes at once, as bytes: what one source byte becomes in the file (for
+# encoding a whole batch of UTF-8 text with a few bytes.replace calls; see panorama_elt.rows).
+FILE_ESCAPES = ((b"\\", b"\\\\x5c"), (b"\n", b"\\\\n"), (b"\r", b"\\\\r"), (b'"', b'\\"'))
 
 
 def encode_row(cells: list[str]) -> str:

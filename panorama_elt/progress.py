@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -19,9 +20,14 @@ class Progress:
         self.live = self.stream.isatty()
         self.log_every = log_every
         self.rows = 0
+        self._lock = threading.Lock()  # reading processes report through threads of their own
         self.started = self._last = time.monotonic()
 
     def __call__(self, rows: int) -> None:
+        with self._lock:
+            self._add(rows)
+
+    def _add(self, rows: int) -> None:
         self.rows += rows
         now = time.monotonic()
         if self.live and now - self._last >= 0.5:

@@ -6,19 +6,20 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from panorama_elt.datalakes.base import Datalake, PartitionValues
 from panorama_elt.datasources import make_datasource
-from panorama_elt.datasources.base import Datasource, PartitionKey
+from panorama_elt.datasources.base import Datasource
 from panorama_elt.encoding import encode_value
 from panorama_elt.errors import PanoramaError
 from panorama_elt.paths import base_values, state_key
 from panorama_elt.progress import Progress
 from panorama_elt.settings import Settings, TableSettings
-from panorama_elt.writer import CsvWriter, WrittenFile
+from panorama_elt.shards import ShardProcesses
+from panorama_elt.writer import CsvWriter
 
 log = logging.getLogger("panorama_elt")
 
@@ -40,27 +41,20 @@ class TableResult:
     seconds: float = 0.0
     zero_dates: int = 0
     error: str | None = None
-    mark: str | None = field(default=None, repr=False)
 
 
 class Runner:
     """Runs extract-and-load over tables, one at a time; a failing table does not stop the rest."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        datalake: Datalake,
-        make_source: Callable[..., Datasource] = make_datasource,
-    ) -> None:
+    def __init__(self, settings: Settings, datalake: Datalake) -> None:
         self.settings = settings
         self.datalake = datalake
-        self._make_source = make_source
         self._sources: dict[str, Datasource] = {}
 
     def source(self, name: str) -> Datasource:
         """The (cached) datasource instance called ``name``."""
         if name not in self._sources:
-            self._sources[name] = self._make_source(self.settings.datasource(name))
+            self._sources[name] = make_datasource(self.settings.datasource(name))
         return self._sources[name]
 
     def run(self, tables: Sequence[TableSettings], force: bool) -> list[TableResult]:
@@ -98,9 +92,9 @@ class Runner:
         source = self.source(table.datasource)
         extraction = source.extract(table, force=force, mark=mark)
         base = base_values(lake.settings)
-        width = len(base) + len(table.partition_fields)
+        levels = len(base) + len(table.partition_fields)
         registered = lake.partitions(table)
-        if any(len(p) != width for p in registered):
+        if any(len(p) != levels for p in registered):
             raise PanoramaError(
                 f"{table.name}: the catalog holds partitions of another layout (the partition "
                 f"fields changed); run create-datalake-tables --tables {table.name} first"
@@ -109,24 +103,19 @@ class Runner:
         log.info("%s: extracting (%s%s)", table.name, result.mode, f" since {mark}" if mark else "")
         progress = Progress(table.name)
         with tempfile.TemporaryDirectory(prefix="panorama-") as tmp:
-            writer = CsvWriter(table, Path(tmp), lake.settings.compression, progress)
-            files: Iterable[tuple[PartitionKey, WrittenFile]]
+            folder = Path(tmp)
+            writer = CsvWriter(table, folder, lake.settings.compression, progress)
             try:
-                if extraction.batches is not None:
-                    # Rows in any partition order: every file is complete at the end of the scan.
-                    files = writer.write_batches(
-                        extraction.batches,
-                        len(table.partition_fields),
-                        extraction.raw,
-                        extraction.shards,
-                    )
-                else:
-                    files = ((key, writer.write(rows)) for key, rows in extraction.groups)
-                for key, done in files:
+                # Rows come in any partition order: every file is complete at the end of the
+                # scans, and the uploads then run side by side where the lake allows.
+                with ShardProcesses(
+                    extraction.shards, table, folder, extraction.as_bytes, progress
+                ) as shards:
+                    parts = writer.write_scan(extraction.batches, extraction.as_bytes)
+                    for others in shards.results():
+                        writer.merge(parts, others)
+                for key, done in writer.finish(parts, extraction.as_bytes):
                     values = base + tuple(encode_value(v) for v in key)
-                    # Grouped sources: uploads overlap with the next partition's extraction.
-                    # Batches: every file is complete at the end of the scan, and the uploads
-                    # then run side by side where the lake allows.
                     lake.upload_async(done.path, lake.key(table, values))
                     written.append(values)
                     result.rows += done.rows
@@ -135,10 +124,9 @@ class Runner:
                     result.partitions_written += 1
             finally:
                 # A source stopped half-way lets go of its connection now, not when collected.
-                for iterator in (extraction.batches, extraction.groups):
-                    close = getattr(iterator, "close", None)
-                    if close is not None:
-                        close()
+                close = getattr(extraction.batches, "close", None)
+                if close is not None:
+                    close()
                 # Also on failure: no upload may still read the temp dir once it is removed.
                 lake.wait_uploads()
         progress.done()
@@ -153,7 +141,6 @@ class Runner:
             result.partitions_removed = len(stale)
         if extraction.mark is not None:
             lake.write_state(mark_key, json.dumps({"mark": extraction.mark, "table": table.name}))
-            result.mark = extraction.mark
         log.info(
             "%s: %d rows, %d partitions written, %d registered, %d removed",
             table.name,
@@ -177,4 +164,4 @@ def _read_mark(text: str | None) -> str | None:
 
 def results_document(results: Sequence[TableResult]) -> list[dict[str, object]]:
     """The per-table entries of the results file."""
-    return [{k: v for k, v in asdict(r).items() if k != "mark"} for r in results]
+    return [asdict(r) for r in results]

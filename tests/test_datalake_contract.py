@@ -17,6 +17,7 @@ from panorama_elt.column_types import parse_column_type
 from panorama_elt.datalakes import make_datalake
 from panorama_elt.datalakes.base import Datalake, PartitionValues
 from panorama_elt.errors import DatalakeError
+from panorama_elt.rows import batched
 from panorama_elt.settings import (
     BasePartition,
     DatalakeSettings,
@@ -59,9 +60,13 @@ class Lake:
     tmp: Path
 
     def file(self, table: TableSettings, rows: list[tuple[Any, ...]]) -> Path:
-        """A finished file, written the way a run writes it (a new folder: writers number files)."""
+        """A finished file of one partition, written the way a run writes it (a new folder:
+        writers number files); ``rows`` hold the file fields only."""
         folder = Path(tempfile.mkdtemp(dir=self.tmp))
-        return CsvWriter(table, folder).write(rows).path
+        key = ["p"] * len(table.partition_fields)
+        rows_with_key = [[*key, *row] for row in rows]
+        ((_, written),) = CsvWriter(table, folder).write(batched(rows_with_key), as_bytes=False)
+        return written.path
 
     def put(self, table: TableSettings, values: PartitionValues, rows: list[Any]) -> str:
         key = self.lake.key(table, values)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from panorama_elt.column_types import parse_column_type
 from panorama_elt.datalakes.local import read_csv_sql
 from panorama_elt.encoding import decode_sql, decode_value, encode_value
+from panorama_elt.rows import batched
 from panorama_elt.settings import FieldSettings, TableSettings
 from panorama_elt.writer import CsvWriter
 from tests.opencsv import read_records
@@ -57,8 +58,11 @@ def table_of(n_columns: int) -> TableSettings:
 
 
 def write_rows(tmp_path: Path, rows: list[list[str | None]]) -> Path:
+    """The one file of a table without partitions, written the way every datasource's rows are."""
     writer = CsvWriter(table_of(len(rows[0])), tmp_path)
-    return writer.write(iter(rows)).path
+    ((key, written),) = writer.write(batched(rows, 7), as_bytes=False)
+    assert key == ()
+    return written.path
 
 
 def duckdb_records(path: Path, n_columns: int) -> list[list[str]]:

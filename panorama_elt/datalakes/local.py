@@ -116,11 +116,11 @@ class LocalDatalake(Datalake):
         # read with the new one: unregister them and delete their files.
         # Only this installation's: while other installations still have partitions in the old
         # layout, the change is refused (the table cannot serve both layouts).
-        width = len(partition_names(table, self.settings))
+        levels = len(partition_names(table, self.settings))
         base = list(base_values(self.settings))
         old = self._execute(
             f"SELECT file, vals FROM {CATALOG_TABLE} WHERE raw_table = ? AND len(vals) <> ?",
-            [table.datalake_table_name, width],
+            [table.datalake_table_name, levels],
         ).fetchall()
         others = sorted({"/".join(v[: len(base)]) for _, v in old if list(v[: len(base)]) != base})
         if others:
@@ -159,11 +159,11 @@ class LocalDatalake(Datalake):
         ).fetchall()
         # A partition registered with the other file suffix (compression was switched) counts
         # as not registered, so the next run that writes it registers the new file.
-        width = len(partition_names(table, self.settings))
+        levels = len(partition_names(table, self.settings))
         return {
             tuple(vals)
             for vals, file in rows
-            if len(vals) != width or file == str(self.path_of(self.key(table, tuple(vals))))
+            if len(vals) != levels or file == str(self.path_of(self.key(table, tuple(vals))))
         }
 
     def add_partitions(self, table: TableSettings, partitions: Iterable[PartitionValues]) -> None:

@@ -5,24 +5,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pymysql
-import pymysql.constants.CR
 import pymysql.converters
 import pymysql.cursors
-import pymysql.protocol
 
-from panorama_elt.datasources.base import (
-    Batches,
-    Datasource,
-    Extraction,
-    PackedRows,
-    PartitionKey,
-)
-from panorama_elt.encoding import PACK_NULL, PACK_PAD, PACK_ROW, PACK_VALUE
+from panorama_elt.datasources import mysql_wire
+from panorama_elt.datasources.base import Datasource, Extraction
 from panorama_elt.errors import SourceError
+from panorama_elt.rows import BATCH_ROWS, Batches, PartitionKey, Shard
 from panorama_elt.settings import (
     INTERVAL_UNITS,
     DatasourceSettings,
@@ -33,11 +26,13 @@ from panorama_elt.settings import (
 
 log = logging.getLogger("panorama_elt")
 
-# Bytes asked of the socket at a time; the rows they hold make one batch.
-READ_BYTES = 1 << 17
-# A full scan of a table this big (InnoDB's estimate of its data) with an integer primary key
-# is split in two halves, read and written by two processes at once.
+# A scan of a table this big (InnoDB's estimate of its data) with an integer primary key is
+# split in two halves by key, read and written by two processes at once. Incremental scans
+# too: their partition filter still leaves the rows spread over the whole key range, and which
+# partitions changed says nothing cheap about how many rows that is.
 SHARD_BYTES = 64 << 20
+# Rows per batch on the public cursor path (the wire reader's batches are what a read brings).
+CURSOR_BATCH_ROWS = BATCH_ROWS
 _INTEGER_TYPES = {"tinyint", "smallint", "mediumint", "int", "bigint"}
 # Rows modified a little before the last mark may commit after it was taken (long
 # transactions): look back this much further than the mark.
@@ -136,6 +131,7 @@ class MySQLDatasource(Datasource):
         super().__init__(settings)
         self._connection: pymysql.connections.Connection | None = None
         self._info: dict[str, tuple[int, str | None]] | None = None
+        self._said_public_path = False
 
     @property
     def mysql(self) -> MySQLSettings:
@@ -220,10 +216,10 @@ class MySQLDatasource(Datasource):
                 params.insert(0, mark)
             partitions = [tuple(row) for row in self._query_all(sql, params, table)]
             if not partitions:
-                return Extraction(iter(()), full=False, mark=new_mark, batches=iter(()), raw=True)
+                return Extraction(iter(()), full=False, mark=new_mark, as_bytes=True)
         sql, params = select_sql(table, partitions)
         split = self._split_point(table)
-        shards: Sequence[Callable[[], Batches]] = ()
+        shards: Sequence[Shard] = ()
         if split is None:
             batches = self._stream(table, sql, params)
         else:
@@ -236,12 +232,7 @@ class MySQLDatasource(Datasource):
             batches = self._stream(table, low, [*params, middle])
             shards = (functools.partial(read_shard, self.settings, table, high, [*params, middle]),)
         return Extraction(
-            iter(()),
-            full=partitions is None,
-            mark=new_mark,
-            batches=batches,
-            raw=True,
-            shards=shards,
+            batches, full=partitions is None, mark=new_mark, as_bytes=True, shards=shards
         )
 
     def _split_point(self, table: TableSettings) -> tuple[str, int] | None:
@@ -289,7 +280,7 @@ class MySQLDatasource(Datasource):
         return self._info
 
     def _stream(self, table: TableSettings, sql: str, params: list[Any]) -> Batches:
-        """Batches of rows of one scan of the table, straight from the wire (see wire_batches)."""
+        """Batches of rows of one scan of the table: every value the bytes the server sent."""
         connection = self.connect()
         cursor = connection.cursor(pymysql.cursors.SSCursor)
         try:
@@ -299,19 +290,29 @@ class MySQLDatasource(Datasource):
             with contextlib.suppress(pymysql.err.MySQLError):
                 cursor.close()
             raise self._table_error(table, exc) from None
-        result = cursor._result  # type: ignore[attr-defined]
-        width = len(table.partition_fields)
         read = [f for f in table.file_fields if not f.constant]
-        dates = [i for i, f in enumerate(read) if f.type.kind in ("date", "datetime")]
-        # Packed rows need text values, and every file column among them.
-        pack = bool(read) and len(read) == len(table.file_fields)
-        pack = pack and not any(f.type.kind in ("binary", "bit") for f in read)
+        problem = mysql_wire.unsupported(cursor)
+        if problem is None:
+            dates = [i for i, f in enumerate(read) if f.type.kind in ("date", "datetime")]
+            # Packed rows need text values, and every file column among them.
+            pack = bool(read) and len(read) == len(table.file_fields)
+            pack = pack and not any(f.type.kind in ("binary", "bit") for f in read)
+            rows = mysql_wire.batches(cursor, len(table.partition_fields), dates, pack)
+        else:
+            if not self._said_public_path:  # once a run: the reason is the same for every table
+                self._said_public_path = True
+                log.info("reading MySQL rows through pymysql's public cursor API: %s", problem)
+            rows = _cursor_batches(cursor)
         finished = False
         try:
-            yield from wire_batches(connection, result, width, dates, pack)
+            yield from rows
             finished = True
         except pymysql.err.MySQLError as exc:
             raise self._table_error(table, exc) from None
+        except UnicodeDecodeError as exc:  # the public path decodes text columns
+            raise SourceError(
+                f"{table.name}: a row holds text that is not valid UTF-8 ({exc})"
+            ) from None
         finally:
             if finished:
                 cursor.close()
@@ -319,8 +320,8 @@ class MySQLDatasource(Datasource):
                 # Stopped early (an error, a signal, a writer failure): the rest of the result
                 # is still on its way, and reading it all could take long. Drop the connection;
                 # the next table reconnects.
-                if result is not None:
-                    result.unbuffered_active = False
+                if problem is None:
+                    mysql_wire.abandon(cursor)
                 self._discard()
 
     def query(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
@@ -405,305 +406,11 @@ def read_shard(
         source.close()
 
 
-def wire_batches(
-    connection: Any, result: Any, width: int = 0, dates: Sequence[int] = (), pack: bool = True
-) -> Batches:
-    """The rows of an unbuffered result, read from the wire in batches.
-
-    ``result`` is the pymysql result of a query just sent with an SSCursor: its column
-    definitions are read, its rows not yet. pymysql spends about 1 us per value on them (in
-    several layers of calls, each value decoded to str); this reads what the socket has, a
-    quarter of a megabyte at a time, and hands each batch over as PackedRows (``pack``: the
-    values are text) built in place from the packets' bytes, with the first ``width`` values
-    of each row as its partition key and the values of the ``dates`` columns picked out; or
-    else as lists of values (bytes, None for NULL). The final EOF or error packet goes back
-    to pymysql, so the connection stays usable.
-    """
-    columns = len(result.fields)
-    rfile = connection._rfile
-    seq = connection._next_seq_id
-    # A row's values after its key, as runs of plain values each followed by one to pick.
-    picks = sorted(dates)
-    plan = [(b - a - 1, b) for a, b in zip([-1, *picks], [*picks, columns - width], strict=True)]
-    plan[-1] = (plan[-1][0], -1)
-    buf = bytearray()
+def _cursor_batches(cursor: Any) -> Batches:
+    """The rows of an SSCursor through pymysql's public API, as lists of bytes values: what the
+    wire reader gives (pymysql decoded the text columns; they are encoded back to UTF-8)."""
     while True:
-        end = len(buf)
-        original = bytes(buf)  # the packets as received: for keys, picks and fallbacks
-        if pack:
-            packed, pos, seq, last = _pack(buf, original, end, seq, columns, width, plan)
-        else:
-            packed, pos, seq, last = None, *_frame(original, end, seq)
-        if pos:
-            if packed is None:
-                yield _list_rows(original, pos, columns)
-            else:
-                yield packed
-        if last is not None:
-            _finish(connection, result, seq, last, leftover=end - pos - 4 - len(last))
+        rows = cursor.fetchmany(CURSOR_BATCH_ROWS)
+        if not rows:
             return
-        del buf[:pos]
-        if len(buf) >= 4 and buf[0] == buf[1] == buf[2] == 0xFF:
-            # A row of 16 MiB or more arrives in several packets.
-            payload, seq, rest = _read_long_packet(connection, rfile, bytes(buf), seq)
-            yield [_parse_row(payload, 0, len(payload), columns)]
-            buf = bytearray(rest)
-            continue
-        need = 4 if len(buf) < 4 else 4 + (buf[0] | buf[1] << 8 | buf[2] << 16)
-        buf += _read_some(connection, rfile, need - len(buf))
-
-
-_MAX_PACKET = 0xFFFFFF
-_PADS = [bytes([PACK_PAD]) * n for n in range(256)]
-assert (PACK_VALUE, PACK_NULL, PACK_PAD) == (0xFF, 0xFD, 0xF8)  # literal in _pack's loop
-_ROW_HEAD = bytes([PACK_PAD, PACK_PAD, PACK_PAD, PACK_ROW])
-_BELOW_MARKERS = bytes(range(0xF5))  # translate(None, this) keeps only marker-range bytes
-
-
-def _pack(
-    b: bytearray,
-    original: bytes,
-    end: int,
-    seq: int,
-    columns: int,
-    width: int,
-    plan: list[tuple[int, int]],
-) -> tuple[PackedRows | None, int, int, bytes | None]:
-    """Turn the complete row packets at the start of ``b`` into PackedRows, in place.
-
-    Returns the batch (None when a value holds a byte that looks like a marker: then the
-    caller makes lists of the same packets), where the packets end, the next sequence id and
-    the payload of the EOF or error packet if it came.
-    """
-    pos = rows = extra = 0
-    keys: list[Any] = []
-    add_key = keys.append
-    picked: dict[int, list[bytes | None]] = {c: [] for _, c in plan if c >= 0}
-    segments = [(range(plain), picked[c] if c >= 0 else None) for plain, c in plan]
-    last = None
-    # The hot loop of a whole extraction, a few hundred ns per value: local names, inline
-    # code and literal marker bytes (0xFF PACK_VALUE, 0xFD PACK_NULL, 0xF8 PACK_PAD) on purpose.
-    while end - pos >= 4:
-        length = b[pos] | b[pos + 1] << 8 | b[pos + 2] << 16
-        p = pos + 4
-        stop = p + length
-        if stop > end or length == 0xFFFFFF:
-            break
-        if b[pos + 3] != seq:
-            raise _out_of_sequence(None, b[pos + 3], seq)
-        seq = (seq + 1) & 0xFF
-        first = b[p]
-        if (first == 0xFE and length < 9) or first == 0xFF:
-            last = original[p:stop]  # EOF or error: the end of the result
-            break
-        b[pos:p] = _ROW_HEAD
-        if width == 1:
-            n = first
-            if n < 251:
-                add_key(original[p + 1 : p + 1 + n])
-                b[p : p + 1 + n] = _PADS[n + 1]
-                extra += n
-                p += n + 1
-            else:
-                key, p, extra = _pad_key(b, original, p, extra)
-                add_key(key)
-        elif width:
-            key_values = []
-            for _ in range(width):
-                value, p, extra = _pad_key(b, original, p, extra)
-                key_values.append(value)
-            add_key(tuple(key_values))
-        for plain, values in segments:
-            for _ in plain:
-                n = b[p]
-                if n < 251:
-                    b[p] = 0xFF
-                    p += n + 1
-                elif n == 251:
-                    b[p] = 0xFD
-                    p += 1
-                else:
-                    size, k = _long_length(b, p, n)
-                    b[p] = 0xFF
-                    b[p + 1 : p + 1 + k] = _PADS[k]
-                    extra += k
-                    p += 1 + k + size
-            if values is not None:
-                n = b[p]
-                if n < 251:
-                    values.append(original[p + 1 : p + 1 + n])
-                    b[p] = 0xFF
-                    p += n + 1
-                elif n == 251:
-                    values.append(None)
-                    b[p] = 0xFD
-                    p += 1
-                else:
-                    size, k = _long_length(b, p, n)
-                    values.append(original[p + 1 + k : p + 1 + k + size])
-                    b[p] = 0xFF
-                    b[p + 1 : p + 1 + k] = _PADS[k]
-                    extra += k
-                    p += 1 + k + size
-        if p != stop:
-            raise _malformed(p - pos - 4, length)
-        pos = stop
-        rows += 1
-    data = bytes(b[:pos])
-    if len(data.translate(None, _BELOW_MARKERS)) != rows * (4 + columns) + extra:
-        return None, pos, seq, last  # a value holds a byte of 0xF5 or above: not UTF-8 text
-    return PackedRows(data, rows, keys, picked), pos, seq, last
-
-
-def _pad_key(b: bytearray, original: bytes, p: int, extra: int) -> tuple[bytes | None, int, int]:
-    """Take the partition value at ``p`` out of the row: its bytes become padding."""
-    n = b[p]
-    if n == 251:
-        b[p] = PACK_PAD
-        return None, p + 1, extra
-    size, k = (n, 0) if n < 251 else _long_length(b, p, n)
-    b[p : p + 1 + k + size] = bytes([PACK_PAD]) * (1 + k + size)
-    return original[p + 1 + k : p + 1 + k + size], p + 1 + k + size, extra + k + size
-
-
-def _long_length(b: bytes | bytearray, p: int, n: int) -> tuple[int, int]:
-    """The length of a value of 251 bytes or more, and how many bytes encode it after ``n``."""
-    if n == 252:
-        return b[p + 1] | b[p + 2] << 8, 2
-    if n == 253:
-        return b[p + 1] | b[p + 2] << 8 | b[p + 3] << 16, 3
-    if n == 254:
-        return int.from_bytes(b[p + 1 : p + 9], "little"), 8
-    raise pymysql.err.InternalError(f"malformed row packet: a value starts with byte {n}")
-
-
-def _frame(buf: bytes, end: int, seq: int) -> tuple[int, int, bytes | None]:
-    """Where the complete row packets at the start of ``buf`` end (see _pack), without packing."""
-    pos = 0
-    while end - pos >= 4:
-        length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
-        stop = pos + 4 + length
-        if stop > end or length == _MAX_PACKET:
-            break
-        if buf[pos + 3] != seq:
-            raise _out_of_sequence(None, buf[pos + 3], seq)
-        seq = (seq + 1) & 0xFF
-        first = buf[pos + 4]
-        if (first == 0xFE and length < 9) or first == 0xFF:
-            return pos, seq, buf[pos + 4 : stop]
-        pos = stop
-    return pos, seq, None
-
-
-def _list_rows(buf: bytes, end: int, columns: int) -> list[list[bytes | None]]:
-    """The rows of the (already checked) complete packets in ``buf[:end]``, as lists."""
-    rows = []
-    pos = 0
-    while pos < end:
-        length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
-        rows.append(_parse_row(buf, pos + 4, pos + 4 + length, columns))
-        pos += 4 + length
-    return rows
-
-
-def _parse_row(buf: bytes, start: int, stop: int, columns: int) -> list[bytes | None]:
-    """The length-encoded values of one text-protocol row packet."""
-    row: list[bytes | None] = []
-    p = start
-    for _ in range(columns):
-        n = buf[p]
-        if n == 251:
-            row.append(None)
-            p += 1
-            continue
-        if n < 251:
-            p += 1
-        else:
-            n, k = _long_length(buf, p, n)
-            p += 1 + k
-        row.append(buf[p : p + n])
-        p += n
-    if p != stop:
-        raise _malformed(p - start, stop - start)
-    return row
-
-
-def _malformed(used: int, length: int) -> pymysql.err.InternalError:
-    return pymysql.err.InternalError(
-        f"malformed row packet: {used} bytes of values in a packet of {length}"
-    )
-
-
-def _read_long_packet(
-    connection: Any, rfile: Any, buf: bytes, seq: int
-) -> tuple[bytes, int, bytes]:
-    """Join the pieces of a payload of 16 MiB or more; return it, the next sequence id and what follows."""
-    pieces = []
-    while True:
-        if len(buf) < 4:
-            buf += _read_some(connection, rfile, 4 - len(buf))
-        length = buf[0] | buf[1] << 8 | buf[2] << 16
-        if len(buf) < 4 + length:
-            buf += _read_some(connection, rfile, 4 + length - len(buf))
-        if buf[3] != seq:
-            raise _out_of_sequence(connection, buf[3], seq)
-        seq = (seq + 1) & 0xFF
-        pieces.append(buf[4 : 4 + length])
-        buf = buf[4 + length :]
-        if length < _MAX_PACKET:
-            return b"".join(pieces), seq, buf
-
-
-def _read_some(connection: Any, rfile: Any, need: int) -> bytes:
-    """At least ``need`` more bytes: whatever one socket read brings, or all of a large need."""
-    try:
-        data: bytes = rfile.read1(READ_BYTES) if need <= READ_BYTES else rfile.read(need)
-        while 0 < len(data) < need:
-            more = rfile.read(need - len(data))
-            if not more:
-                break
-            data += more
-    except OSError as exc:
-        connection._force_close()
-        raise pymysql.err.OperationalError(
-            pymysql.constants.CR.CR_SERVER_LOST,
-            f"Lost connection to MySQL server during query ({exc})",
-        ) from None
-    except BaseException:
-        connection._force_close()
-        raise
-    if len(data) < need:
-        connection._force_close()
-        raise pymysql.err.OperationalError(
-            pymysql.constants.CR.CR_SERVER_LOST, "Lost connection to MySQL server during query"
-        )
-    return data
-
-
-def _out_of_sequence(connection: Any, got: int, expected: int) -> pymysql.err.MySQLError:
-    """What pymysql raises for a packet out of sequence (MariaDB numbers 0 when shutting down)."""
-    if connection is not None:
-        connection._force_close()
-    if got == 0:
-        return pymysql.err.OperationalError(
-            pymysql.constants.CR.CR_SERVER_LOST, "Lost connection to MySQL server during query"
-        )
-    return pymysql.err.InternalError(
-        f"Packet sequence number wrong - got {got} expected {expected}"
-    )
-
-
-def _finish(connection: Any, result: Any, seq: int, payload: bytes, leftover: int) -> None:
-    """Hand the result's last packet back to pymysql: EOF ends it, an error packet raises."""
-    connection._next_seq_id = seq
-    result.unbuffered_active = False
-    result.connection = None
-    result.rows = None
-    packet = pymysql.protocol.MysqlPacket(payload, connection.encoding)
-    if packet.is_error_packet():
-        packet.raise_for_error()
-    result._check_packet_is_eof(packet)
-    if leftover or result.has_next:
-        # Only one statement is ever sent: anything after its end is a protocol surprise.
-        connection._force_close()
-        raise pymysql.err.InternalError(f"{leftover} unexpected bytes after the result")
+        yield [[v.encode("utf-8") if isinstance(v, str) else v for v in row] for row in rows]

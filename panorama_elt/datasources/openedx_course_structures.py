@@ -24,6 +24,7 @@ from bson.errors import InvalidId
 from panorama_elt.datasources.base import Datasource, Extraction
 from panorama_elt.datasources.mysql import MySQLDatasource
 from panorama_elt.errors import SourceError
+from panorama_elt.rows import batched
 from panorama_elt.settings import DatasourceSettings, MongoSettings, TableSettings
 
 log = logging.getLogger("panorama_elt")
@@ -294,8 +295,8 @@ class CourseStructuresDatasource(Datasource):
             raise SourceError(f"{table.name}: course structures are not partitioned by field")
         picks = self._columns(table)
         courses = self.active_courses()  # small, and fails early when a server is down
-        rows = (tuple(row[i] for i in picks) for row in self.rows(courses))
-        return Extraction(groups=iter([((), rows)]), full=True, mark=None)
+        rows = ([row[i] for i in picks] for row in self.rows(courses))
+        return Extraction(batched(rows), full=True)
 
     def _columns(self, table: TableSettings) -> list[int]:
         """Index in COLUMNS of each non-constant file field, in settings order."""
