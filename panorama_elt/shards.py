@@ -43,6 +43,7 @@ _BOOT = (
 )
 _PR_SET_PDEATHSIG = 1
 _PARENT_WATCH_SECONDS = 0.5
+_ORPHAN_WAIT_SECONDS = 2.0
 
 
 class ShardProcesses:
@@ -203,6 +204,7 @@ def main() -> None:
         parts = CsvWriter(table, folder, progress=sent).write_scan(batches, as_bytes)
         result: tuple[str, Any] = ("ok", parts)
     except _ParentGone:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # cleaning up: a second one changes nothing
         if batches is not None:
             with contextlib.suppress(BaseException):
                 batches.close()  # the source's clean-up: its connection says goodbye
@@ -256,5 +258,19 @@ def _clean_up(folder: Path | None, parent: int) -> None:
     else will: a killed parent runs no clean-up of its own)."""
     if folder is None:
         return
-    orphaned = os.getppid() != parent
-    shutil.rmtree(folder.parent if orphaned else folder, ignore_errors=True)
+    shutil.rmtree(folder.parent if _orphaned(parent) else folder, ignore_errors=True)
+
+
+def _orphaned(parent: int) -> bool:
+    """Whether the parent process has died, waiting a little for it to finish dying.
+
+    The death signal comes when the thread that started us exits, and we are handed to one of
+    the parent's other threads until the last one is gone: only then is our parent pid another.
+    A SIGTERM from anyone else (the parent is alive and cleans up itself) waits the full time.
+    """
+    deadline = time.monotonic() + _ORPHAN_WAIT_SECONDS
+    while os.getppid() == parent:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
