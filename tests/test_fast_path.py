@@ -22,6 +22,8 @@ import duckdb
 import pytest
 import yaml
 
+from panorama_elt import progress as progress_module
+from panorama_elt import runner as runner_module
 from panorama_elt import shards as shards_module
 from panorama_elt import writer as writer_module
 from panorama_elt.datalakes.local import read_csv_sql
@@ -176,8 +178,20 @@ def assert_readers_agree(settings: Settings, table: TableSettings) -> None:
 
 
 def test_openedx_tables_split_in_two_processes_match_the_source(
-    tmp_path: Path, mysql_server: dict[str, Any], openedx_db: str, split_everything: SplitSpy
+    tmp_path: Path,
+    mysql_server: dict[str, Any],
+    openedx_db: str,
+    split_everything: SplitSpy,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    counted: dict[str, int] = {}
+
+    class CountingProgress(progress_module.Progress):
+        def done(self) -> None:
+            counted[self.table] = self.rows
+            super().done()
+
+    monkeypatch.setattr(runner_module, "Progress", CountingProgress)
     source = mysql_source(mysql_server, openedx_db, template_tables(), name="openedx_mysql")
     settings_file = write_settings(tmp_path / "s.yaml", local_datalake(tmp_path / "lake"), [source])
     load(settings_file, "--force")
@@ -190,6 +204,8 @@ def test_openedx_tables_split_in_two_processes_match_the_source(
     for table in settings.tables:
         expected = source_rows(mysql_server, openedx_db, table)
         assert_same_rows(expected, view_rows(settings, table), table.name)
+        # The progress line counted the rows of both processes.
+        assert counted[table.name] == len(expected), table.name
     studentmodule = next(t for t in settings.tables if t.name == "courseware_studentmodule")
     assert len(data_files(settings, studentmodule)) == 8
 
