@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from panorama_elt.column_types import parse_column_type
 from panorama_elt.datalakes.local import read_csv_sql
 from panorama_elt.encoding import decode_sql, decode_value, encode_value
-from panorama_elt.rows import batched
+from panorama_elt.rows import PackedRows, batched, pack_rows
 from panorama_elt.settings import FieldSettings, TableSettings
 from panorama_elt.writer import CsvWriter
 from tests.opencsv import read_records
@@ -57,12 +58,36 @@ def table_of(n_columns: int) -> TableSettings:
     return TableSettings("t", "db", "raw_t", "table_t", fields)
 
 
+def packed_batches(rows: list[list[str | None]]) -> Iterator[PackedRows]:
+    """The rows as the MySQL wire reader hands them over: packed batches of UTF-8 bytes."""
+    for batch in batched(rows, 7):
+        values = [[None if v is None else v.encode("utf-8") for v in row] for row in batch]
+        data = pack_rows(values)
+        assert data is not None
+        yield PackedRows(data, len(values), [()] * len(values), {})
+
+
 def write_rows(tmp_path: Path, rows: list[list[str | None]]) -> Path:
-    """The one file of a table without partitions, written the way every datasource's rows are."""
-    writer = CsvWriter(table_of(len(rows[0])), tmp_path)
-    ((key, written),) = writer.write(batched(rows, 7), as_bytes=False)
-    assert key == ()
-    return written.path
+    """The one file of a table without partitions, written the way datasources hand rows over:
+    plain values (file and HTTP sources), lists of bytes (MySQL's public cursor path) and packed
+    batches (MySQL's wire reader). All three must give the same bytes; the first is returned."""
+    files = []
+    table = table_of(len(rows[0]))
+    as_bytes = [[None if v is None else v.encode("utf-8") for v in row] for row in rows]
+    forms = [
+        (batched(rows, 7), False),
+        (batched(as_bytes, 7), True),
+        (packed_batches(rows), True),
+    ]
+    for n, (batches, bytes_values) in enumerate(forms):
+        folder = tmp_path / f"form-{n}"
+        folder.mkdir(exist_ok=True)
+        ((key, written),) = CsvWriter(table, folder).write(batches, bytes_values)
+        assert key == ()
+        files.append(written.path)
+    first = files[0].read_bytes()
+    assert all(path.read_bytes() == first for path in files[1:])
+    return files[0]
 
 
 def duckdb_records(path: Path, n_columns: int) -> list[list[str]]:
