@@ -84,6 +84,7 @@ class Runner:
         return results
 
     def _forget_source(self, name: str) -> None:
+        """Close and drop the cached datasource ``name``; the next table opens a new one."""
         source = self._sources.pop(name, None)
         if source is not None:
             try:
