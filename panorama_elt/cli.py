@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import click
 
 from panorama_elt.__about__ import __version__
-from panorama_elt.errors import PanoramaError, UsageError
+from panorama_elt.errors import PanoramaError, UsageError, failure_line, wants_traceback
 from panorama_elt.lock import run_lock
 from panorama_elt.secrets import SecretFilter, install_secret_filter
 from panorama_elt.settings import Settings, TableSettings, load_settings
@@ -44,21 +45,34 @@ class Context:
 
 
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn PanoramaError into one red line and its exit code; --debug adds the traceback."""
+    """Turn any failure into one red line and an exit code.
+
+    A PanoramaError exits with its code (--debug adds the traceback); anything else is a bug:
+    its traceback is logged (through the secret filter, like every line) and the exit code is 1.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context().find_object(Context)
+        click_ctx = click.get_current_context()
+        ctx = click_ctx.find_object(Context)
         try:
             return command(*args, **kwargs)
-        except PanoramaError as exc:
-            if ctx is not None and ctx.debug:
-                log.exception("traceback")
-            message = ctx.secrets.scrub(str(exc)) if ctx else str(exc)
-            click.secho(f"Error: {message}", fg="red", err=True)
-            sys.exit(exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own exits: usage errors, --help, Ctrl-C at a prompt
+        except Exception as exc:  # noqa: BLE001 - every failure gets one masked line
+            line = _failure(ctx, exc, click_ctx.info_name or "panorama")
+            click.secho(f"Error: {line}", fg="red", err=True)
+            sys.exit(exc.exit_code if isinstance(exc, PanoramaError) else 1)
 
     return wrapper
+
+
+def _failure(ctx: Context | None, exc: Exception, what: str) -> str:
+    """A failure's one line, secrets masked; its traceback is logged before it when due."""
+    if wants_traceback(exc):
+        log.error("%s: traceback", what, exc_info=exc)
+    line = failure_line(exc)
+    return ctx.secrets.scrub(line) if ctx else line
 
 
 def selection_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -149,8 +163,7 @@ def extract_and_load(
         raise UsageError(f"--results-file: folder {Path(results_file).parent} does not exist")
     started = datetime.now(UTC)
     clock = time.monotonic()
-    signal.signal(signal.SIGTERM, _terminate)
-    with run_lock(settings.file):
+    with _exclusive(settings):
         datalake = _datalake(ctx)
         runner = Runner(settings, datalake)
         try:
@@ -188,6 +201,17 @@ def extract_and_load(
             err=True,
         )
         sys.exit(1)
+
+
+def _exclusive(settings: Settings) -> AbstractContextManager[None]:
+    """The run lock for the current command: one command that writes to the datalake at a time.
+
+    Taken after the settings are valid (bad settings exit 2, whoever runs) and before the
+    datalake is opened; SIGTERM then unwinds the command, so the lock and temp files go with it.
+    """
+    signal.signal(signal.SIGTERM, _terminate)
+    command = click.get_current_context().command.name or "panorama"
+    return run_lock(settings.file, command)
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -247,27 +271,31 @@ def _each_table(
     what: str,
     name: Callable[[TableSettings], str],
 ) -> None:
+    """Run a catalog method on each table, under the run lock; a failing table fails alone."""
     tables = select(ctx.settings)
-    datalake = _datalake(ctx)
     failures = 0
-    try:
-        for table in tables:
-            if not table.fields:
-                click.secho(
-                    f"{table.name}: no fields in the settings; run set-tables-fields first",
-                    fg="red",
-                    err=True,
-                )
-                failures += 1
-                continue
-            try:
-                getattr(datalake, method)(table)
-                click.echo(f"{table.name}: {what} {name(table)}")
-            except PanoramaError as exc:
-                failures += 1
-                click.secho(f"{table.name}: {ctx.secrets.scrub(str(exc))}", fg="red", err=True)
-    finally:
-        datalake.close()
+    with _exclusive(ctx.settings):
+        datalake = _datalake(ctx)
+        try:
+            for table in tables:
+                if not table.fields:
+                    click.secho(
+                        f"{table.name}: no fields in the settings; run set-tables-fields first",
+                        fg="red",
+                        err=True,
+                    )
+                    failures += 1
+                    continue
+                try:
+                    getattr(datalake, method)(table)
+                    click.echo(f"{table.name}: {what} {name(table)}")
+                except Exception as exc:  # noqa: BLE001 - one table's failure, whatever its kind
+                    failures += 1
+                    click.secho(
+                        f"{table.name}: {_failure(ctx, exc, table.name)}", fg="red", err=True
+                    )
+        finally:
+            datalake.close()
     if failures:
         sys.exit(1)
 

@@ -1,4 +1,8 @@
-"""One run at a time per settings file: cron overlaps exit at once."""
+"""One run at a time per settings file: cron overlaps exit at once.
+
+Every command that writes to the datalake takes it: extract-and-load and the catalog commands
+(create-datalake-tables may drop a changed layout and its files while a run registers them).
+"""
 
 from __future__ import annotations
 
@@ -28,9 +32,10 @@ def lock_path(settings_file: Path) -> Path:
 
 
 @contextlib.contextmanager
-def run_lock(settings_file: Path) -> Iterator[None]:
-    """Hold an exclusive, non-blocking lock; raise LockedError when another run has it.
+def run_lock(settings_file: Path, command: str) -> Iterator[None]:
+    """Hold an exclusive, non-blocking lock for ``command``; raise LockedError when another has it.
 
+    The lock file names the holder (``<pid> <command>``) for the one line the other one prints.
     flock is released by the kernel when the process dies, so a crashed run never leaves a
     stale lock behind.
     """
@@ -46,14 +51,14 @@ def run_lock(settings_file: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            pid, _, holder = handle.read().strip().partition(" ")
             raise LockedError(
-                f"another extract-and-load with {settings_file} is still running (pid {holder}); "
-                "this run exits without touching anything"
+                f"another {holder or 'run'} with {settings_file} is still running "
+                f"(pid {pid or 'unknown'}); {command} exits without touching anything"
             ) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(str(os.getpid()))
+        handle.write(f"{os.getpid()} {command}")
         handle.flush()
         yield
     finally:

@@ -14,7 +14,7 @@ from panorama_elt.datalakes.base import Datalake, PartitionValues
 from panorama_elt.datasources import make_datasource
 from panorama_elt.datasources.base import Datasource
 from panorama_elt.encoding import encode_value
-from panorama_elt.errors import PanoramaError
+from panorama_elt.errors import PanoramaError, failure_line, is_expected, log_failure
 from panorama_elt.paths import base_values, state_key
 from panorama_elt.progress import Progress
 from panorama_elt.settings import Settings, TableSettings
@@ -58,19 +58,33 @@ class Runner:
         return self._sources[name]
 
     def run(self, tables: Sequence[TableSettings], force: bool) -> list[TableResult]:
-        """Extract and load every table; errors are recorded per table."""
+        """Extract and load every table; a failure of any kind is that table's, the rest still run.
+
+        Interrupts (SIGTERM's SystemExit, Ctrl-C) are not failures: they stop the run.
+        """
         results = []
         for table in tables:
             result = TableResult(table.name, table.datasource, table.datalake_table_name)
             started = time.monotonic()
             try:
                 self.load_table(table, force, result)
-            except (PanoramaError, OSError) as exc:
-                result.status, result.error = "failed", str(exc)
-                log.error("%s: failed: %s", table.name, exc)
+            except Exception as exc:  # noqa: BLE001 - one table's failure, whatever its kind
+                result.status, result.error = "failed", log_failure(table.name, exc)
+                if not is_expected(exc):
+                    # The source's connection is in an unknown state: the next table reconnects.
+                    self._forget_source(table.datasource)
             result.seconds = round(time.monotonic() - started, 3)
             results.append(result)
         return results
+
+    def _forget_source(self, name: str) -> None:
+        """Close and drop the cached datasource ``name``; the next table opens a new one."""
+        source = self._sources.pop(name, None)
+        if source is not None:
+            try:
+                source.close()
+            except Exception as exc:  # noqa: BLE001 - already failing; the line says why
+                log.warning("%s: closing the datasource failed: %s", name, failure_line(exc))
 
     def close(self) -> None:
         """Close every datasource connection."""

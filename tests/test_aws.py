@@ -321,20 +321,41 @@ def test_failed_athena_query_is_reported_with_its_reason(lake: AwsDatalake) -> N
     assert "\n" not in message
 
 
-def test_cancelled_and_slow_queries(lake: AwsDatalake) -> None:
+def test_cancelled_and_slow_queries(lake: AwsDatalake, monkeypatch: pytest.MonkeyPatch) -> None:
     table = studentmodule()
     lake.create_table(table)
     with Stubber(lake.athena) as stubber:
         stub_query(stubber, {"State": "CANCELLED", "StateChangeReason": "Query cancelled by user"})
         with pytest.raises(DatalakeError, match="CANCELLED: Query cancelled by user"):
             lake.drop_table(table)
-    lake.query_timeout = 0.3
+    # A slow query, on a clock that moves only when the poller sleeps: the schedule is checked
+    # without waiting, and a busy machine cannot change it.
+    clock = FakeClock()
+    monkeypatch.setattr(aws, "time", clock)
+    lake.query_timeout = 1.0
     with Stubber(lake.athena) as stubber:
-        stub_query(stubber, {"State": "QUEUED"}, {"State": "RUNNING"})
+        # Polls at 0, 0.2 and 0.6 s; the next one (1.4 s) would be past the timeout: stop.
+        stub_query(stubber, {"State": "QUEUED"}, {"State": "RUNNING"}, {"State": "RUNNING"})
         stubber.add_response("stop_query_execution", {}, {"QueryExecutionId": "q-1"})
-        with pytest.raises(DatalakeError, match="still RUNNING after 0 s; stopped"):
+        with pytest.raises(DatalakeError, match="still RUNNING after 1 s; stopped"):
             lake.create_view(table)
         stubber.assert_no_pending_responses()
+    assert clock.sleeps == [0.2, 0.4]
+
+
+class FakeClock:
+    """Stands in for the `time` module of aws.py: time passes only when slept."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
 
 
 # Retries, errors, credentials

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,20 +101,29 @@ def mark(settings: Path) -> str:
     return json.loads(path.read_text())["mark"]
 
 
-def wait_for_query(server: dict[str, Any], database: str, timeout: float = 60) -> int:
-    """The connection id of the tool's running SELECT on `big`."""
+def wait_for_query(
+    server: dict[str, Any],
+    database: str,
+    column: str = "INFO",
+    pattern: str = "SELECT `course_id`, `id`%FROM `big`%",
+    timeout: float = 60,
+) -> int:
+    """The connection id of the tool's query whose PROCESSLIST ``column`` is LIKE ``pattern``.
+
+    By default its running SELECT on `big`; with STATE, a query waiting in a given state.
+    """
     deadline = time.monotonic() + timeout
     with connect(server) as conn, conn.cursor() as cur:
         while time.monotonic() < deadline:
             cur.execute(
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND INFO LIKE %s",
-                [database, "SELECT `course_id`, `id`%FROM `big`%"],
+                f"SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND {column} LIKE %s",
+                [database, pattern],
             )
             row = cur.fetchone()
             if row:
                 return int(row[0])
             time.sleep(0.05)
-    raise AssertionError("the extraction query never showed up")
+    raise AssertionError(f"no query with {column} like {pattern!r} showed up")
 
 
 def assert_nothing_half_done(
@@ -181,6 +192,45 @@ def test_sigterm_mid_table(
     assert_complete(big_settings, mysql_server, scratch_db)
 
 
+# Overlaps: one command that writes to the datalake at a time per settings file.
+
+HOLD_LOCK = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "from panorama_elt.lock import run_lock\n"
+    "with run_lock(Path(sys.argv[1]), sys.argv[2]):\n"
+    "    print('locked', flush=True)\n"
+    "    sys.stdin.read()  # held until the test closes stdin\n"
+)
+
+
+@contextlib.contextmanager
+def lock_held(settings: Path, command: str = "extract-and-load") -> Iterator[Any]:
+    """A second process holding the run lock through the project's lock code, as ``command``."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(settings), command],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=60) == 0
+        holder.stdout.close()
+
+
+def locked_line(settings: Path, holder: str, pid: int, command: str) -> str:
+    """The one line a command prints when another holds the lock, written out by hand."""
+    return (
+        f"Error: another {holder} with {settings} is still running (pid {pid}); "
+        f"{command} exits without touching anything"
+    )
+
+
 def test_overlapping_run_exits_at_once_without_touching_anything(
     tmp_path: Path, mysql_server: dict[str, Any]
 ) -> None:
@@ -193,33 +243,118 @@ def test_overlapping_run_exits_at_once_without_touching_anything(
             )
         ],
     )
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from panorama_elt.lock import run_lock\n"
-            "from pathlib import Path\nwith run_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(30)",
-            str(settings),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        started = time.monotonic()
+    with lock_held(settings) as holder:
         code, out = finish(panorama(settings, "extract-and-load", "--all"))
-        assert code == 3
-        assert "another extract-and-load" in out and "still running" in out
-        assert time.monotonic() - started < 10
-        assert not (tmp_path / "lake").exists()
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
-    # The lock dies with its holder: the next run proceeds (and fails only on the missing table).
-    with run_lock(settings):
+        # It did not wait for the lock: the holder still has it.
+        assert holder.poll() is None
+    assert code == 3, out
+    assert out.strip() == locked_line(settings, "extract-and-load", holder.pid, "extract-and-load")
+    assert not (tmp_path / "lake").exists()
+    # The lock dies with its holder: the next run proceeds.
+    with run_lock(settings, "extract-and-load"):
         pass
+
+
+def lake_state(lake: Path) -> tuple[dict[str, bytes], list[Any], list[Any]]:
+    """Every file's bytes (the DuckDB file too), the partition catalog and the view definitions."""
+    files = {str(p.relative_to(lake)): p.read_bytes() for p in lake.rglob("*") if p.is_file()}
+    db = duckdb.connect(str(lake / "panorama.duckdb"), read_only=True)
+    try:
+        partitions = sorted(db.execute("SELECT * FROM panorama_partitions").fetchall())
+        views = sorted(
+            db.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall()
+        )
+    finally:
+        db.close()
+    return files, partitions, views
+
+
+COURSES = {
+    "name": "courses",
+    "partitions": {"partition_fields": ["course_id"]},
+    "fields": [
+        {"name": "id", "type": "int(11)"},
+        {"name": "course_id", "type": "varchar(64)"},
+        {"name": "grade", "type": "double"},
+    ],
+}
+
+
+@pytest.fixture
+def courses_settings(tmp_path: Path, mysql_server: dict[str, Any], scratch_db: str) -> Path:
+    """Settings of a local datalake over a three-row table `courses`, partitioned by course."""
+    with connect(mysql_server, scratch_db) as conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TABLE courses (id int primary key, course_id varchar(64), grade double)"
+        )
+        cur.execute("INSERT INTO courses VALUES (1, 'c1', 0.5), (2, 'c2', 1), (3, 'c1', NULL)")
+    return write_settings(
+        tmp_path / "s.yaml",
+        local_datalake(tmp_path / "lake"),
+        [mysql_source(mysql_server, scratch_db, [COURSES])],
+    )
+
+
+@pytest.mark.parametrize(
+    "command", ["create-datalake-tables", "create-datalake-views", "drop-datalake-tables"]
+)
+def test_catalog_command_exits_while_a_run_holds_the_lock(
+    courses_settings: Path, mysql_server: dict[str, Any], scratch_db: str, command: str
+) -> None:
+    lake = courses_settings.parent / "lake"
+    settings = courses_settings
+    for args in (
+        ["create-datalake-tables", "--all"],
+        ["create-datalake-views", "--all"],
+        ["extract-and-load", "--all"],
+    ):
+        code, out = finish(panorama(settings, *args))
+        assert code == 0, out
+    # The layout changes: create-datalake-tables would delete the course partitions and their
+    # files, create-datalake-views would replace the view, drop-datalake-tables drop both.
+    unpartitioned = {k: v for k, v in COURSES.items() if k != "partitions"}
+    write_settings(
+        settings, local_datalake(lake), [mysql_source(mysql_server, scratch_db, [unpartitioned])]
+    )
+    before = lake_state(lake)
+    with lock_held(settings) as holder:
+        code, out = finish(panorama(settings, command, "--all"))
+        assert holder.poll() is None  # it did not wait for the lock
+    assert code == 3, out
+    assert out.strip() == locked_line(settings, "extract-and-load", holder.pid, command)
+    assert lake_state(lake) == before
+    # Once the lock is free the same command runs, and changes what the test compared.
+    code, out = finish(panorama(settings, command, "--all"))
+    assert code == 0, out
+    assert lake_state(lake) != before
+
+
+def test_catalog_command_exits_while_extract_and_load_runs(
+    courses_settings: Path, mysql_server: dict[str, Any], scratch_db: str
+) -> None:
+    lake = courses_settings.parent / "lake"
+    settings = courses_settings
+    for args in (["create-datalake-tables", "--all"], ["create-datalake-views", "--all"]):
+        code, out = finish(panorama(settings, *args))
+        assert code == 0, out
+    with connect(mysql_server, scratch_db) as blocker, blocker.cursor() as cur:
+        # The run stays mid-table, its query waiting for this lock, until the test lets it go.
+        cur.execute("LOCK TABLES courses WRITE")
+        run = panorama(settings, "extract-and-load", "--all")
+        try:
+            wait_for_query(mysql_server, scratch_db, "STATE", "Waiting for table%lock%")
+            code, out = finish(panorama(settings, "drop-datalake-tables", "--all"))
+        finally:
+            cur.execute("UNLOCK TABLES")
+        run_code, run_out = finish(run)
+    assert code == 3, out
+    assert out.strip() == locked_line(settings, "extract-and-load", run.pid, "drop-datalake-tables")
+    assert run_code == 0, run_out
+    # The drop did not happen: the typed view is there, with every source row.
+    db = duckdb.connect(str(lake / "panorama.duckdb"), read_only=True)
+    rows = db.execute("SELECT id, course_id, grade FROM openedx_table_courses").fetchall()
+    db.close()
+    assert sorted(rows) == [(1, "c1", 0.5), (2, "c2", 1.0), (3, "c1", None)]
 
 
 def test_no_secret_in_any_output(

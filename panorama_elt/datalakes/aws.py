@@ -20,7 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from panorama_elt.__about__ import __version__
 from panorama_elt.datalakes.base import Datalake, PartitionValues
-from panorama_elt.errors import DatalakeError
+from panorama_elt.errors import DatalakeError, one_line
 from panorama_elt.paths import (
     STATE_FOLDER,
     base_values,
@@ -67,11 +67,6 @@ STORAGE_KEYS = (
     "SkewedInfo",
     "StoredAsSubDirectories",
 )
-
-
-def one_line(text: object) -> str:
-    """A message on one line, whatever the service put in it."""
-    return " ".join(str(text).split())
 
 
 def aws_reason(exc: BaseException) -> str:

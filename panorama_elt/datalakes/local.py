@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import duckdb
 
 from panorama_elt.datalakes.base import Datalake, PartitionValues
 from panorama_elt.encoding import sql_string
-from panorama_elt.errors import DatalakeError
+from panorama_elt.errors import DatalakeError, one_line
 from panorama_elt.paths import base_values, other_suffix, partition_names
 from panorama_elt.settings import DatalakeSettings, TableSettings
 from panorama_elt.views import create_view_sql, quote_name, raw_columns
@@ -42,6 +43,20 @@ def read_csv_sql(files: list[str], columns: list[str]) -> str:
     )
 
 
+def duckdb_reason(exc: duckdb.Error) -> str:
+    """DuckDB's message on one line, without the excerpt of the statement it appends."""
+    return one_line(str(exc).split("\n\nLINE ", 1)[0])
+
+
+@contextmanager
+def duckdb_errors() -> Iterator[None]:
+    """Turn DuckDB's errors into one-line DatalakeErrors."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise DatalakeError(f"DuckDB: {duckdb_reason(exc)}") from None
+
+
 class LocalDatalake(Datalake):
     """Files under ``path``; catalog, raw tables (views over the files) and typed views in DuckDB."""
 
@@ -63,19 +78,35 @@ class LocalDatalake(Datalake):
                 self._db = duckdb.connect(str(self.database_file))
             except (duckdb.Error, OSError) as exc:
                 raise DatalakeError(
-                    f"cannot open the local datalake database {self.database_file}: {exc}"
+                    f"cannot open the local datalake database {self.database_file}: {one_line(exc)}"
                 ) from None
-            self._db.execute(
-                f"CREATE TABLE IF NOT EXISTS {CATALOG_TABLE} "
-                "(raw_table VARCHAR NOT NULL, file VARCHAR PRIMARY KEY, vals VARCHAR[] NOT NULL)"
-            )
+            try:
+                self._execute(
+                    f"CREATE TABLE IF NOT EXISTS {CATALOG_TABLE} "
+                    "(raw_table VARCHAR NOT NULL, file VARCHAR PRIMARY KEY, vals VARCHAR[] NOT NULL)"
+                )
+            except DatalakeError:
+                self.close()
+                raise
         return self._db
 
-    def _execute(self, sql: str, params: list[Any] | None = None) -> Any:
-        try:
-            return self.db.execute(sql, params or [])
-        except duckdb.Error as exc:
-            raise DatalakeError(f"DuckDB: {exc}") from None
+    # Every DuckDB call goes through these three, so its errors reach the runner as
+    # DatalakeErrors and fail one table, not the run.
+
+    def _execute(self, sql: str, params: list[Any] | None = None) -> None:
+        """Run one statement."""
+        with duckdb_errors():
+            self.db.execute(sql, params or [])
+
+    def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """The rows of one query."""
+        with duckdb_errors():
+            return self.db.execute(sql, params or []).fetchall()
+
+    def _executemany(self, sql: str, rows: list[list[Any]]) -> None:
+        """Run one statement per row."""
+        with duckdb_errors():
+            self.db.executemany(sql, rows)
 
     def test_connection(self) -> list[tuple[str, bool, str]]:
         checks = []
@@ -88,7 +119,7 @@ class LocalDatalake(Datalake):
         except OSError as exc:
             checks.append(("files", False, f"{self.root}: {exc.strerror or exc}"))
         try:
-            version = self._execute("SELECT version()").fetchone()[0]
+            version = self._query("SELECT version()")[0][0]
             checks.append(("catalog", True, f"DuckDB {version} at {self.database_file}"))
         except DatalakeError as exc:
             checks.append(("catalog", False, str(exc)))
@@ -118,10 +149,10 @@ class LocalDatalake(Datalake):
         # layout, the change is refused (the table cannot serve both layouts).
         levels = len(partition_names(table, self.settings))
         base = list(base_values(self.settings))
-        old = self._execute(
+        old = self._query(
             f"SELECT file, vals FROM {CATALOG_TABLE} WHERE raw_table = ? AND len(vals) <> ?",
             [table.datalake_table_name, levels],
-        ).fetchall()
+        )
         others = sorted({"/".join(v[: len(base)]) for _, v in old if list(v[: len(base)]) != base})
         if others:
             raise DatalakeError(
@@ -131,7 +162,7 @@ class LocalDatalake(Datalake):
                 "and extract-and-load --force from each"
             )
         if old:
-            self.db.executemany(
+            self._executemany(
                 f"DELETE FROM {CATALOG_TABLE} WHERE file = ?", [[file] for file, _ in old]
             )
             for file, _ in old:
@@ -153,10 +184,10 @@ class LocalDatalake(Datalake):
         self._execute(create_view_sql(table, self.settings, self.dialect))
 
     def partitions(self, table: TableSettings) -> set[PartitionValues]:
-        rows = self._execute(
+        rows = self._query(
             f"SELECT vals, file FROM {CATALOG_TABLE} WHERE raw_table = ?",
             [table.datalake_table_name],
-        ).fetchall()
+        )
         # A partition registered with the other file suffix (compression was switched) counts
         # as not registered, so the next run that writes it registers the new file.
         levels = len(partition_names(table, self.settings))
@@ -176,11 +207,11 @@ class LocalDatalake(Datalake):
         self._execute("BEGIN TRANSACTION")
         try:
             # One row per partition: a new file (another suffix) replaces the old registration.
-            self.db.executemany(
+            self._executemany(
                 f"DELETE FROM {CATALOG_TABLE} WHERE raw_table = ? AND vals = ?",
                 [[r[0], r[2]] for r in rows],
             )
-            self.db.executemany(f"INSERT OR REPLACE INTO {CATALOG_TABLE} VALUES (?, ?, ?)", rows)
+            self._executemany(f"INSERT OR REPLACE INTO {CATALOG_TABLE} VALUES (?, ?, ?)", rows)
             self._refresh_raw(table)
             self._execute("COMMIT")
         except BaseException:
@@ -197,7 +228,7 @@ class LocalDatalake(Datalake):
             return
         self._execute("BEGIN TRANSACTION")
         try:
-            self.db.executemany(
+            self._executemany(
                 f"DELETE FROM {CATALOG_TABLE} WHERE file = ?", [[str(f)] for f in files]
             )
             self._refresh_raw(table)
@@ -229,10 +260,10 @@ class LocalDatalake(Datalake):
             self._db = None
 
     def _exists(self, name: str) -> bool:
-        row = self._execute(
+        ((count,),) = self._query(
             "SELECT count(*) FROM duckdb_views() WHERE view_name = ? AND NOT internal", [name]
-        ).fetchone()
-        return bool(row[0])
+        )
+        return bool(count)
 
     def _refresh_raw(self, table: TableSettings) -> None:
         """(Re)define the raw table as a view over exactly the registered files."""
@@ -241,10 +272,10 @@ class LocalDatalake(Datalake):
         part_columns = columns[len(file_columns) :]
         files = [
             r[0]
-            for r in self._execute(
+            for r in self._query(
                 f"SELECT file FROM {CATALOG_TABLE} WHERE raw_table = ? ORDER BY file",
                 [table.datalake_table_name],
-            ).fetchall()
+            )
         ]
         name = quote_name(table.datalake_table_name)
         if not files:
