@@ -378,7 +378,8 @@ def test_no_secret_in_any_output(
     ]
     source = mysql_source(mysql_server, scratch_db, tables)
     source.update(mysql_username="secret_tester", mysql_password="${PANORAMA_TEST_DB_PASSWORD}")
-    lake = local_datalake(tmp_path / "lake", aws_secret_access_key="AKIASECRETVALUE123")
+    # (AWS keys are masked too: test_aws covers them; a local datalake refuses AWS keys.)
+    lake = local_datalake(tmp_path / "lake")
     good = write_settings(tmp_path / "good.yaml", lake, [source])
     bad = write_settings(tmp_path / "bad.yaml", lake, [{**source, "mysql_database": "no_such_db"}])
     worse = write_settings(tmp_path / "worse.yaml", lake, [{**source, "mysql_port": 1}])
@@ -409,7 +410,6 @@ def test_no_secret_in_any_output(
     assert "may not use database 'no_such_db', or it does not exist" in everything
     assert "cannot connect" in everything
     assert secret not in everything
-    assert "AKIASECRETVALUE123" not in everything
 
 
 def test_endpoint_credentials_are_secrets() -> None:
