@@ -368,6 +368,7 @@ def measure(
     counter: StatementCounter,
     log: Path,
     env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
 ) -> Run:
     """Run a command, measuring wall time, memory and statements; fail loudly if it fails.
 
@@ -380,7 +381,7 @@ def measure(
     timed = [TIME, "-f", "%M", "-o", str(rss_file), *command]
     with open(log, "wb") as out:
         clock = time.perf_counter()
-        process = subprocess.Popen(timed, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        process = subprocess.Popen(timed, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
         sampler = TreeSampler(process.pid)
         sampler.start()
         process.wait()
@@ -417,7 +418,7 @@ def setup_lake(settings: Path, code: Path) -> None:
             capture_output=True,
             text=True,
             env=tool_env(),
-            cwd=ROOT,
+            cwd=code,
         )
         if result.returncode != 0:
             raise BenchError(f"{command} failed:\n{result.stdout}\n{result.stderr}")
@@ -438,6 +439,8 @@ def run_tool(
         counter,
         logs / f"{slug(name)}.log",
         tool_env(),
+        # In the code's own folder: a revision's processes import that revision, never this one.
+        cwd=code,
     )
     document = json.loads(results.read_text())
     failed = [t["table"] for t in document["tables"] if t["status"] != "ok"]
