@@ -215,8 +215,14 @@ def _print_summary(results: list[Any]) -> None:
 @pass_context
 @handle_errors
 def create_datalake_tables(ctx: Context, select: Callable[[Settings], list[TableSettings]]) -> None:
-    """Create (or update) the raw tables in the catalog."""
-    _each_table(ctx, select, "create_table", "raw table", lambda t: t.datalake_table_name)
+    """Create (or update) the raw tables in the catalog; with --all, load the country codes too."""
+    failures = _each_table(
+        ctx, select, "create_table", "raw table", lambda t: t.datalake_table_name
+    )
+    if _everything(ctx, select):
+        failures += _load_reference_tables(ctx)
+    if failures:
+        sys.exit(1)
 
 
 @main.command("create-datalake-views")
@@ -224,8 +230,74 @@ def create_datalake_tables(ctx: Context, select: Callable[[Settings], list[Table
 @pass_context
 @handle_errors
 def create_datalake_views(ctx: Context, select: Callable[[Settings], list[TableSettings]]) -> None:
-    """Create or replace the typed views over the raw tables."""
-    _each_table(ctx, select, "create_view", "view", lambda t: t.datalake_table_view)
+    """Create or replace the typed views; with --all, then the analytics views and the user's."""
+    failures = _each_table(ctx, select, "create_view", "view", lambda t: t.datalake_table_view)
+    if _everything(ctx, select):
+        failures += _create_analytics_views(ctx)
+    if failures:
+        sys.exit(1)
+
+
+def _everything(ctx: Context, select: Callable[[Settings], list[TableSettings]]) -> bool:
+    """True when the selection is every table of the settings (--all, or all named)."""
+    return select(ctx.settings) == ctx.settings.tables
+
+
+def _load_reference_tables(ctx: Context) -> int:
+    """Create and load the built-in country codes table; the number of failures (0 or 1)."""
+    from panorama_elt.reference import builtin_country_codes, reference_settings
+    from panorama_elt.runner import Runner, TableResult
+
+    if not builtin_country_codes(ctx.settings):
+        return 0  # the settings load a country_codes table of their own
+    settings = reference_settings(ctx.settings)
+    table = settings.tables[0]
+    datalake = _datalake(ctx)
+    runner = Runner(settings, datalake)
+    try:
+        datalake.create_table(table)
+        (result,) = runner.run([table], force=True)
+    except PanoramaError as exc:
+        result = TableResult(table.name, table.datasource, table.datalake_table_name)
+        result.status, result.error = "failed", str(exc)
+    finally:
+        runner.close()
+        datalake.close()
+    if result.status == "ok":
+        click.echo(f"{table.name}: reference table {table.datalake_table_name}, {result.rows} rows")
+        return 0
+    click.secho(f"{table.name}: {ctx.secrets.scrub(str(result.error))}", fg="red", err=True)
+    return 1
+
+
+def _create_analytics_views(ctx: Context) -> int:
+    """Create the analytics views in order, one line each; the number of failures."""
+    from panorama_elt.analytics import create_views
+    from panorama_elt.reference import builtin_country_codes, country_codes_table
+
+    datalake = _datalake(ctx)
+    failures = 0
+    try:
+        if builtin_country_codes(ctx.settings):
+            table = country_codes_table(ctx.settings)
+            try:
+                datalake.create_view(table)
+                click.echo(f"{table.name}: view {table.datalake_table_view}")
+            except PanoramaError as exc:
+                failures += 1
+                click.secho(f"{table.name}: {ctx.secrets.scrub(str(exc))}", fg="red", err=True)
+        for outcome in create_views(ctx.settings, datalake):
+            name = outcome.view.name
+            if outcome.error:
+                failures += 1
+                click.secho(f"{name}: {ctx.secrets.scrub(outcome.error)}", fg="red", err=True)
+            elif outcome.skipped:
+                click.echo(f"{name}: skipped: {outcome.skipped}")
+            else:
+                click.echo(f"{name}: analytics view")
+    finally:
+        datalake.close()
+    return failures
 
 
 main.add_command(create_datalake_views, "create-table-views")
@@ -237,7 +309,8 @@ main.add_command(create_datalake_views, "create-table-views")
 @handle_errors
 def drop_datalake_tables(ctx: Context, select: Callable[[Settings], list[TableSettings]]) -> None:
     """Drop the raw tables and their views (the files stay)."""
-    _each_table(ctx, select, "drop_table", "dropped", lambda t: t.datalake_table_name)
+    if _each_table(ctx, select, "drop_table", "dropped", lambda t: t.datalake_table_name):
+        sys.exit(1)
 
 
 def _each_table(
@@ -246,7 +319,8 @@ def _each_table(
     method: str,
     what: str,
     name: Callable[[TableSettings], str],
-) -> None:
+) -> int:
+    """Call a datalake method on each selected table, one line each; the number of failures."""
     tables = select(ctx.settings)
     datalake = _datalake(ctx)
     failures = 0
@@ -268,8 +342,7 @@ def _each_table(
                 click.secho(f"{table.name}: {ctx.secrets.scrub(str(exc))}", fg="red", err=True)
     finally:
         datalake.close()
-    if failures:
-        sys.exit(1)
+    return failures
 
 
 @main.command("set-tables")
@@ -355,3 +428,27 @@ def test_connections(ctx: Context) -> None:
         click.secho(line, fg=None if ok else "red")
     if failed:
         sys.exit(1)
+
+
+@main.command("query")
+@click.argument("sql")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="A table for the terminal, CSV, or JSON (one object per row).",
+)
+@pass_context
+@handle_errors
+def query(ctx: Context, sql: str, output: str) -> None:
+    """Run one SQL query on the datalake (DuckDB locally, Athena on AWS) and print its rows."""
+    from panorama_elt.query_output import format_rows
+
+    datalake = _datalake(ctx)
+    try:
+        columns, rows = datalake.query(sql)
+    finally:
+        datalake.close()
+    click.echo(format_rows(columns, rows, output), nl=False)

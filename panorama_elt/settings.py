@@ -6,6 +6,7 @@ and reported together; nothing connects anywhere before the settings are valid.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -34,7 +35,7 @@ _INTERVAL = re.compile(r"^\s*(\d+)\s+([A-Za-z]+)\s*$")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 DATALAKE_TYPES = ("local", "aws")
-DATASOURCE_TYPES = ("mysql", "openedx_course_structures")
+DATASOURCE_TYPES = ("mysql", "openedx_course_structures", "csv", "xls")
 
 _MYSQL_KEYS = (
     "mysql_host",
@@ -57,9 +58,14 @@ _MONGO_KEYS = (
     "mongodb_uri",
     "mongodb_timeout_seconds",
 )
+# File datasources (csv, xls): their own keys, parsed into CsvSettings / XlsSettings.
+_CSV_KEYS = ("location", "delimiter", "quotechar", "encoding", "header", "null_value")
+_XLS_KEYS = ("location",)
 _DATASOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "mysql": ("type", "name", "tables", *_MYSQL_KEYS),
     "openedx_course_structures": ("type", "name", "tables", *_MYSQL_KEYS, *_MONGO_KEYS),
+    "csv": ("type", "name", "tables", *_CSV_KEYS),
+    "xls": ("type", "name", "tables", *_XLS_KEYS),
 }
 _DATALAKE_KEYS = (
     "type",
@@ -78,6 +84,7 @@ _DATALAKE_KEYS = (
     "athena_output_location",
     "aws_max_attempts",
     "compression",
+    "views_folder",
 )
 _TABLE_KEYS = ("name", "datalake_table_name", "datalake_table_view", "partitions", "fields")
 _PARTITION_KEYS = ("partition_fields", "timestamp_field", "interval")
@@ -178,6 +185,30 @@ class MongoSettings:
 
 
 @dataclass(frozen=True)
+class CsvSettings:
+    """One CSV file (type ``csv``): where it is and how it is written."""
+
+    location: Path
+    delimiter: str = ","
+    quotechar: str = '"'
+    encoding: str = "utf-8"
+    header: bool = True
+    null_value: str | None = None
+
+
+@dataclass(frozen=True)
+class XlsSettings:
+    """One xlsx workbook (type ``xls``); ``sheets`` maps table names to sheet names."""
+
+    location: Path
+    sheets: tuple[tuple[str, str], ...] = ()
+
+    def sheet(self, table: str) -> str:
+        """The sheet a table reads (its ``sheet`` key, else the table name)."""
+        return dict(self.sheets).get(table, table)
+
+
+@dataclass(frozen=True)
 class DatasourceSettings:
     """A named source of tables."""
 
@@ -187,6 +218,8 @@ class DatasourceSettings:
     mysql: MySQLSettings | None = None
     mongodb: MongoSettings | None = None
     path: str = ""
+    csv: CsvSettings | None = None
+    xls: XlsSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -218,6 +251,7 @@ class DatalakeSettings:
     athena_output_location: str | None = None
     aws_max_attempts: int = 10
     compression: str | None = None
+    views_folder: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -515,6 +549,7 @@ class _Checker:
             athena_output_location=self.text(d, "athena_output_location", path),
             aws_max_attempts=self.integer(d, "aws_max_attempts", path, 10, 1, 100),
             compression=None if compression in (None, "none") else compression,
+            views_folder=self.local_path(self.text(d, "views_folder", path)),
         )
 
     def base_partitions(self, data: Any, path: str) -> tuple[BasePartition, ...]:
@@ -605,8 +640,80 @@ class _Checker:
                 ),
                 path=path,
             )
-        tables = self.tables(d.get("tables"), _join(path, "tables"), name, datalake)
-        return DatasourceSettings(kind, name, tables, mysql, mongodb, path)
+        raw_tables = d.get("tables")
+        if kind == "csv" and isinstance(raw_tables, dict):
+            raw_tables = [raw_tables]  # the original's example writes `tables: {name: t}`
+        sheets: dict[str, str] = {}
+        if kind == "xls" and isinstance(raw_tables, list):
+            raw_tables = [
+                self.pop_sheet(t, f"{path}.tables[{i}]", sheets) for i, t in enumerate(raw_tables)
+            ]
+        tables = self.tables(raw_tables, _join(path, "tables"), name, datalake)
+        csv_settings = self.csv_settings(d, path, tables) if kind == "csv" else None
+        xls_settings = None
+        if kind == "xls":
+            location = self.local_path(self.text(d, "location", path, required=True))
+            xls_settings = XlsSettings(location or Path(), tuple(sheets.items()))
+        if kind in ("csv", "xls"):
+            self.no_incremental(tables)
+        return DatasourceSettings(
+            kind, name, tables, mysql, mongodb, path, csv=csv_settings, xls=xls_settings
+        )
+
+    # File datasources (csv, xls)
+
+    def pop_sheet(self, data: Any, path: str, sheets: dict[str, str]) -> Any:
+        """An xls table entry without its ``sheet`` key, which goes into ``sheets``."""
+        if not isinstance(data, dict) or "sheet" not in data:
+            return data
+        data = dict(data)
+        sheet = self.text(data, "sheet", path, required=True)
+        del data["sheet"]
+        if sheet is not None and isinstance(data.get("name"), str):
+            sheets[data["name"]] = sheet
+        return data
+
+    def csv_settings(
+        self, d: Mapping, path: str, tables: tuple[TableSettings, ...]
+    ) -> CsvSettings | None:
+        if len(tables) > 1:
+            self.fail(_join(path, "tables"), "a csv datasource is one file: give it one table")
+        location = self.local_path(self.text(d, "location", path, required=True))
+        single = {}
+        for key, default in (("delimiter", ","), ("quotechar", '"')):
+            value = d.get(key, default)
+            if not isinstance(value, str) or len(value) != 1 or value in "\r\n":
+                self.fail(_join(path, key), f"must be one character, got {_kind(value)}")
+                value = default
+            single[key] = value
+        encoding = self.text(d, "encoding", path) or "utf-8"
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            self.fail(_join(path, "encoding"), f"unknown encoding {encoding!r}")
+            encoding = "utf-8"
+        null_value = d.get("null_value")
+        if null_value is not None and not isinstance(null_value, str):
+            self.fail(_join(path, "null_value"), f"must be text, got {_kind(null_value)}")
+            null_value = None
+        if location is None:
+            return None
+        return CsvSettings(
+            location=location,
+            delimiter=single["delimiter"],
+            quotechar=single["quotechar"],
+            encoding=encoding,
+            header=self.boolean(d, "header", path, True),
+            null_value=null_value,
+        )
+
+    def no_incremental(self, tables: tuple[TableSettings, ...]) -> None:
+        for table in tables:
+            if table.incremental:
+                self.fail(
+                    _join(table.path, "partitions.interval"),
+                    "file datasources are read whole each run (no incremental updates)",
+                )
 
     def tables(
         self, data: Any, path: str, datasource: str, datalake: DatalakeSettings | None

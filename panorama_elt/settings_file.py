@@ -61,8 +61,10 @@ def set_fields(path: Path, found: dict[tuple[str, str], list[tuple[str, str]]]) 
     """Write each table's (column, type) list; constant fields the user added are kept."""
     data = _load(path)
     for source in data.get("datasources") or []:
-        for table in source.get("tables") or []:
-            columns = found.get((source.get("name"), table.get("name")))
+        tables: Any = source.get("tables") or []
+        # A csv datasource may hold its one table as a mapping, as the original writes it.
+        for table in [tables] if isinstance(tables, dict) else tables:
+            columns = found.get((str(source.get("name")), str(table.get("name"))))
             if columns is None:
                 continue
             constants = [

@@ -147,8 +147,8 @@ CASES = [
     (edit("datalake", None, delete=True), "datalake: is required"),
     (edit("datasources", []), "datasources: must be a non-empty list"),
     (
-        edit("datasources[0].type", "csv"),
-        "datasources[0].type: unknown datasource type 'csv' (valid: mysql, openedx_course_structures)",
+        edit("datasources[0].type", "parquet"),
+        "datasources[0].type: unknown datasource type 'parquet' (valid: mysql, openedx_course_structures, csv, xls)",
     ),
     (edit("datasources[0].type", None, delete=True), "datasources[0].type: is required"),
     (

@@ -11,6 +11,8 @@ REGISTRY: dict[str, str] = {
     "openedx_course_structures": (
         "panorama_elt.datasources.openedx_course_structures:CourseStructuresDatasource"
     ),
+    "csv": "panorama_elt.datasources.csv_files:CsvDatasource",
+    "xls": "panorama_elt.datasources.xlsx_files:XlsxDatasource",
 }
 
 

@@ -1,0 +1,116 @@
+"""The ``csv`` datasource: one local CSV file is one table, read as text, streamed."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections.abc import Generator, Iterator, Sequence
+from typing import Any
+
+from panorama_elt.datasources.base import Datasource, Extraction
+from panorama_elt.datasources.file_tables import (
+    Record,
+    column_picks,
+    field_names,
+    open_error,
+    row_batches,
+)
+from panorama_elt.errors import SourceError
+from panorama_elt.settings import CsvSettings, DatasourceSettings, TableSettings
+
+# Python's csv module refuses fields over 128 KiB unless told otherwise; text columns of a
+# database export are often longer.
+_FIELD_LIMIT = 1 << 30
+
+
+class CsvDatasource(Datasource):
+    """Reads ``location``; the header row (when ``header``) names the columns."""
+
+    def __init__(self, settings: DatasourceSettings) -> None:
+        super().__init__(settings)
+        assert settings.csv is not None
+        self.csv: CsvSettings = settings.csv
+
+    def test_connection(self) -> str:
+        header, _ = self._open()
+        return f"{self.csv.location}: {len(header)} columns"
+
+    def describe(self, tables: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        header, _ = self._open()
+        return {name: [(f, "varchar") for f in field_names(header)] for name in tables}
+
+    def extract(self, table: TableSettings, *, force: bool, mark: str | None) -> Extraction:
+        return Extraction(groups=iter(()), batches=self._batches(table), full=True)
+
+    def _batches(self, table: TableSettings) -> Iterator[list[list[Any]]]:
+        header, records = self._open()
+        picks = column_picks(table, header if self.csv.header else None, str(self.csv.location))
+        width = len(header) if self.csv.header else len([f for f in table.fields if not f.constant])
+        try:
+            yield from row_batches(records, picks, width, str(self.csv.location))
+        finally:
+            records.close()
+
+    def _open(self) -> tuple[list[str], Generator[Record, None, None]]:
+        """The header row (or the first row, without a header) and the records after it."""
+        records = self._records()
+        first = next(records, None)
+        if first is None:
+            records.close()
+            raise SourceError(f"{self.csv.location}: the file is empty")
+        header = [c or "" for c in first[1]]
+        if self.csv.header:
+            return header, records
+
+        def again() -> Generator[Record, None, None]:
+            yield first
+            yield from records
+
+        return header, again()
+
+    def _records(self) -> Generator[Record, None, None]:
+        """Each record with the line it starts on; cells are text, or None for ``null_value``."""
+        s = self.csv
+        where = str(s.location)
+        try:
+            raw = open(s.location, "rb")  # noqa: SIM115 (closed in the finally below)
+        except OSError as exc:
+            raise open_error(s.location, exc) from None
+        csv.field_size_limit(_FIELD_LIMIT)
+        encoding = "utf-8-sig" if codecs.lookup(s.encoding).name == "utf-8" else s.encoding
+        decoder = codecs.getincrementaldecoder(encoding)()
+        lines = 0
+
+        def text_lines() -> Iterator[str]:
+            nonlocal lines
+            for chunk in raw:
+                lines += 1
+                try:
+                    yield decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    raise SourceError(
+                        f"{where}: line {lines}: not valid {s.encoding}: {exc.reason} "
+                        f"(byte {exc.object[exc.start : exc.start + 1]!r} at column {exc.start + 1})"
+                    ) from None
+            tail = decoder.decode(b"", final=True)
+            if tail:
+                yield tail
+
+        reader = csv.reader(text_lines(), delimiter=s.delimiter, quotechar=s.quotechar, strict=True)
+        try:
+            while True:
+                start = lines + 1
+                try:
+                    row = next(reader, None)
+                except csv.Error as exc:
+                    raise SourceError(f"{where}: line {lines}: {exc}") from None
+                if row is None:
+                    return
+                if not row:
+                    continue  # a blank line is no record
+                if s.null_value is not None:
+                    yield start, [None if c == s.null_value else c for c in row]
+                else:
+                    yield start, row
+        finally:
+            raw.close()
