@@ -445,3 +445,139 @@ def test_view_of_a_missing_table_is_skipped_with_one_line(
     )
     assert enrollments.endswith("; view view_student_manualenrollmentaudit not created")
     assert view(settings, "openedx_view_student_courseaccessrole") == []
+
+
+# User views (datalake.views_folder)
+
+
+def folder_settings(
+    tmp_path: Path, server: dict[str, Any], database: str, views: dict[str, str]
+) -> Path:
+    folder = tmp_path / "views"
+    folder.mkdir()
+    for name, sql in views.items():
+        (folder / name).write_text(sql, encoding="utf-8")
+    tables = [t for t in template_tables() if t["name"] == "student_courseaccessrole"]
+    return write_settings(
+        tmp_path / "settings.yaml",
+        local_datalake(tmp_path / "lake", views_folder="views"),
+        [mysql_source(server, database, tables)],
+    )
+
+
+def test_user_views_are_created_after_the_builtin_ones(
+    tmp_path: Path, mysql_server: dict[str, Any], openedx_db: str
+) -> None:
+    views = {
+        # Reads a built-in analytics view and a typed view named with {base_prefix}.
+        "course_staff.sql": (
+            "-- staff per course\nSELECT course_id, sum(is_course_staff) AS staff, lms\n"
+            "FROM {view_student_courseaccessrole} GROUP BY course_id, lms"
+        ),
+        "role_names.sql": "SELECT DISTINCT role FROM {base_prefix}_table_student_courseaccessrole",
+        "needs_missing.sql": "SELECT * FROM {auth_user}",
+        "notes.txt": "not a view",
+    }
+    settings = folder_settings(tmp_path, mysql_server, openedx_db, views)
+    assert cli(settings, "create-datalake-tables", "--all").exit_code == 0
+    result = cli(settings, "create-datalake-views", "--all")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines.index("course_staff: analytics view") > lines.index(
+        "openedx_view_student_courseaccessrole: analytics view"
+    )
+    assert "role_names: analytics view" in lines
+    assert "needs_missing: skipped: table auth_user not in the settings" in lines
+    assert not any(line.startswith("notes") for line in lines)
+    assert cli(settings, "extract-and-load", "--all").exit_code == 0
+    roles = select(mysql_server, openedx_db, "SELECT course_id, role FROM student_courseaccessrole")
+    staff: dict[str, int] = defaultdict(int)
+    for r in roles:
+        staff[r["course_id"]] += r["role"] == "staff"
+    assert_same(
+        [(course, n, "lms.example.com") for course, n in staff.items()],
+        [(c, int(n), lms) for c, n, lms in view(settings, "course_staff")],
+    )
+    assert sorted(r for (r,) in view(settings, "role_names")) == sorted({r["role"] for r in roles})
+
+
+@pytest.mark.parametrize(
+    "sql, message",
+    [
+        ("SELEC 1", "bad.sql: not valid Athena SQL: "),
+        ("SELECT 1; SELECT 2", "bad.sql: must hold exactly one SELECT statement"),
+        ("DROP VIEW x", "bad.sql: must hold exactly one SELECT statement"),
+        (
+            "SELECT no_such_column FROM {student_courseaccessrole}",
+            "bad.sql: DuckDB: Binder Error: ",
+        ),
+    ],
+)
+def test_bad_user_view_is_one_line_naming_the_file(
+    tmp_path: Path, mysql_server: dict[str, Any], openedx_db: str, sql: str, message: str
+) -> None:
+    settings = folder_settings(tmp_path, mysql_server, openedx_db, {"bad.sql": sql})
+    assert cli(settings, "create-datalake-tables", "--all").exit_code == 0
+    result = cli(settings, "create-datalake-views", "--all")
+    assert result.exit_code == 1
+    [line] = [x for x in result.output.splitlines() if x.startswith("bad: ")]
+    assert line.startswith(f"bad: {tmp_path / 'views' / message}"), line
+
+
+def test_views_folder_that_is_not_a_folder(
+    tmp_path: Path, mysql_server: dict[str, Any], openedx_db: str
+) -> None:
+    settings = folder_settings(tmp_path, mysql_server, openedx_db, {})
+    (tmp_path / "views").rmdir()
+    result = cli(settings, "create-datalake-views", "--all")
+    assert result.exit_code == 1
+    assert f"Error: datalake.views_folder: {tmp_path / 'views'} is not a folder" in result.output
+
+
+# AWS: the same views, as Athena statements
+
+
+def test_athena_gets_the_views_in_order_with_qualified_names(tmp_path: Path) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from panorama_elt.analytics import create_views
+    from panorama_elt.datalakes.aws import AwsDatalake
+    from panorama_elt.settings import DatasourceSettings, TableSettings
+
+    empty = Settings(tmp_path / "s.yaml", datalake_settings(), ())
+    used = {p for v in builtin_views(empty) for p in placeholders(v.sql)}
+    names = used - {"country_codes", *BUILTIN_VIEWS}
+    tables = tuple(
+        TableSettings(n, "db", f"openedx_raw_{n}", f"openedx_table_{n}", ()) for n in sorted(names)
+    )
+    lake_settings = datalake_settings(
+        type="aws",
+        bucket="panorama-test",
+        aws_region="us-east-1",
+        athena_output_location="s3://panorama-test/results/",
+    )
+    settings = Settings(
+        tmp_path / "s.yaml", lake_settings, (DatasourceSettings("mysql", "db", tables),)
+    )
+    with mock_aws():
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="panorama-test")
+        lake = AwsDatalake(lake_settings)
+        sent: list[str] = []
+        lake.athena.meta.events.register(
+            "before-parameter-build.athena.StartQueryExecution",
+            lambda params, **_: sent.append(params["QueryString"]),
+        )
+        outcomes = list(create_views(settings, lake))
+    assert [(o.view.name, o.skipped, o.error) for o in outcomes] == [
+        (f"openedx_{key}", None, None) for key in BUILTIN_VIEWS
+    ]
+    assert len(sent) == 3
+    for key, statement in zip(BUILTIN_VIEWS, sent, strict=True):
+        head = f'CREATE OR REPLACE VIEW "openedx_{key}" AS\n'
+        assert statement.startswith(head)
+        select = statement[len(head) :]
+        assert isinstance(sqlglot.parse_one(select, read="trino"), sqlglot.exp.Select)
+        assert "{" not in select and "--" not in select
+    assert '"panorama"."openedx_view_student_courseaccessrole" r' in sent[2]
+    assert '"panorama"."openedx_table_country_codes" c' in sent[2]

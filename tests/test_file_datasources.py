@@ -280,3 +280,21 @@ def load_table(settings: Path, table: str) -> Any:
     result = cli(settings, "extract-and-load", "--tables", table)
     assert result.exit_code == 1
     return result
+
+
+def test_readme_file_datasource_examples_are_valid_settings(tmp_path: Path) -> None:
+    from panorama_elt.settings import parse_settings
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in readme.split("```yaml\n")[1:]]
+    examples = [yaml.safe_load(b) for b in blocks if b.startswith(("- type: csv", "- type: xls"))]
+    assert [e[0]["type"] for e in examples] == ["csv", "xls"]
+    document = {"datalake": local_datalake(tmp_path / "lake"), "datasources": sum(examples, [])}
+    settings = parse_settings(document, tmp_path / "settings.yaml")
+    assert [t.name for t in settings.tables] == ["institutions", "grades", "courses"]
+    assert settings.datasources[0].csv is not None
+    assert settings.datasources[0].csv.null_value == "NULL"
+    assert settings.datasources[1].xls is not None
+    assert settings.datasources[1].xls.sheet("grades") == "Grades 2024"
+    assert settings.datasources[1].xls.sheet("courses") == "courses"
