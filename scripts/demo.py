@@ -25,7 +25,8 @@ def server() -> dict[str, str]:
     return dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line)
 
 
-def load_dataset(env: dict[str, str]) -> None:
+def load_dataset(env: dict[str, str]) -> list[tuple[str, str]]:
+    """Generate the database; return its courses (id, display name)."""
     conn = pymysql.connect(
         host=env["PANORAMA_MYSQL_HOST"],
         port=int(env["PANORAMA_MYSQL_PORT"]),
@@ -38,26 +39,26 @@ def load_dataset(env: dict[str, str]) -> None:
         cur.execute(f"USE {DATABASE}")
     create_schema(conn)
     generate(conn, users=3000, courses=25, studentmodule_rows=60000, seed=42)
-    conn.close()
-
-
-STRUCTURE_FIELDS = ("module_location", "course_id", "organization", "course_code", "course_edition", "display_name")
-
-
-def write_structures_csv(env: dict[str, str]) -> Path:
-    """There is no MongoDB here: the course rows of course_structures come from a CSV file made
-    from the synthetic course overviews, loaded by the csv datasource."""
-    conn = pymysql.connect(
-        host=env["PANORAMA_MYSQL_HOST"],
-        port=int(env["PANORAMA_MYSQL_PORT"]),
-        user=env["PANORAMA_MYSQL_USER"],
-        password=env["PANORAMA_MYSQL_PASSWORD"],
-        database=DATABASE,
-    )
     with conn.cursor() as cur:
         cur.execute("SELECT id, display_name FROM course_overviews_courseoverview ORDER BY id")
-        courses = cur.fetchall()
+        courses = list(cur.fetchall())
     conn.close()
+    return courses
+
+
+STRUCTURE_FIELDS = (
+    "module_location",
+    "course_id",
+    "organization",
+    "course_code",
+    "course_edition",
+    "display_name",
+)
+
+
+def write_structures_csv(courses: list[tuple[str, str]]) -> Path:
+    """There is no MongoDB here: the course rows of course_structures come from a CSV file made
+    from the synthetic course overviews, loaded by the csv datasource."""
     path = DEMO / "course_structures.csv"
     with path.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
@@ -128,8 +129,8 @@ def main() -> None:
     env = server()
     DEMO.mkdir(parents=True, exist_ok=True)
     print(f"Generating the synthetic Open edX database {DATABASE}...", flush=True)
-    load_dataset(env)
-    settings = write_settings(env, write_structures_csv(env))
+    courses = load_dataset(env)
+    settings = write_settings(env, write_structures_csv(courses))
     password = env["PANORAMA_MYSQL_PASSWORD"]
     panorama(settings, "test-connections", password=password)
     panorama(settings, "create-datalake-tables", "--all", password=password)
@@ -142,7 +143,7 @@ def main() -> None:
     panorama(settings, "query", ENROLLMENTS, password=password)
     print(
         f"\nAsk it yourself: venv/bin/python panorama.py --settings "
-        f"{settings.relative_to(ROOT)} query \"SELECT ...\""
+        f'{settings.relative_to(ROOT)} query "SELECT ..."'
     )
 
 
