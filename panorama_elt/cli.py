@@ -280,12 +280,9 @@ def _create_analytics_views(ctx: Context) -> int:
     try:
         if builtin_country_codes(ctx.settings):
             table = country_codes_table(ctx.settings)
-            try:
-                datalake.create_view(table)
-                click.echo(f"{table.name}: view {table.datalake_table_view}")
-            except PanoramaError as exc:
-                failures += 1
-                click.secho(f"{table.name}: {ctx.secrets.scrub(str(exc))}", fg="red", err=True)
+            failures += _step(
+                ctx, table.name, f"view {table.datalake_table_view}", datalake.create_view, table
+            )
         for outcome in create_views(ctx.settings, datalake):
             name = outcome.view.name
             if outcome.error:
@@ -308,9 +305,35 @@ main.add_command(create_datalake_views, "create-table-views")
 @pass_context
 @handle_errors
 def drop_datalake_tables(ctx: Context, select: Callable[[Settings], list[TableSettings]]) -> None:
-    """Drop the raw tables and their views (the files stay)."""
-    if _each_table(ctx, select, "drop_table", "dropped", lambda t: t.datalake_table_name):
+    """Drop the raw tables and their views (the files stay); with --all, the analytics views
+    and the built-in country codes table first."""
+    failures = 0
+    if _everything(ctx, select):
+        failures += _drop_analytics(ctx)
+    failures += _each_table(ctx, select, "drop_table", "dropped", lambda t: t.datalake_table_name)
+    if failures:
         sys.exit(1)
+
+
+def _drop_analytics(ctx: Context) -> int:
+    """Drop the analytics views (last made first) and the built-in country codes table."""
+    from panorama_elt.analytics import builtin_views, user_views
+    from panorama_elt.reference import builtin_country_codes, country_codes_table
+
+    views = builtin_views(ctx.settings) + user_views(ctx.settings)
+    datalake = _datalake(ctx)
+    failures = 0
+    try:
+        for view in reversed(views):
+            failures += _step(ctx, view.name, "dropped", datalake.drop_sql_view, view.name)
+    finally:
+        datalake.close()
+    if builtin_country_codes(ctx.settings):
+        table = country_codes_table(ctx.settings)
+        failures += _each_table(
+            ctx, lambda _: [table], "drop_table", "dropped", lambda t: t.datalake_table_name
+        )
+    return failures
 
 
 def _each_table(
@@ -334,15 +357,23 @@ def _each_table(
                 )
                 failures += 1
                 continue
-            try:
-                getattr(datalake, method)(table)
-                click.echo(f"{table.name}: {what} {name(table)}")
-            except PanoramaError as exc:
-                failures += 1
-                click.secho(f"{table.name}: {ctx.secrets.scrub(str(exc))}", fg="red", err=True)
+            failures += _step(
+                ctx, table.name, f"{what} {name(table)}", getattr(datalake, method), table
+            )
     finally:
         datalake.close()
     return failures
+
+
+def _step(ctx: Context, label: str, done: str, action: Callable[..., Any], *args: Any) -> int:
+    """Run one catalog step: a line saying it was done, or its error in red; 1 if it failed."""
+    try:
+        action(*args)
+    except PanoramaError as exc:
+        click.secho(f"{label}: {ctx.secrets.scrub(str(exc))}", fg="red", err=True)
+        return 1
+    click.echo(f"{label}: {done}")
+    return 0
 
 
 @main.command("set-tables")

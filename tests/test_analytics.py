@@ -197,21 +197,23 @@ def two_lms_lake(
     return settings, installations
 
 
-def view(settings_file: Path, name: str) -> list[tuple[Any, ...]]:
+def lake_sql(settings_file: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a query on the local lake's DuckDB file."""
     lake = load_settings(settings_file).datalake
     assert lake.path is not None
     with duckdb.connect(str(lake.path / "panorama.duckdb"), read_only=True) as db:
-        return db.execute(f'SELECT * FROM "{name}"').fetchall()
+        return db.execute(sql).fetchall()
+
+
+def view(settings_file: Path, name: str) -> list[tuple[Any, ...]]:
+    return lake_sql(settings_file, f'SELECT * FROM "{name}"')
 
 
 def today(settings_file: Path) -> date:
     """DuckDB's current_date, the day days_since_enrolled counts to."""
-    lake = load_settings(settings_file).datalake
-    assert lake.path is not None
-    with duckdb.connect(str(lake.path / "panorama.duckdb"), read_only=True) as db:
-        row = db.execute("SELECT current_date").fetchone()
-    assert row is not None
-    return row[0]  # type: ignore[no-any-return]
+    [(day,)] = lake_sql(settings_file, "SELECT current_date")
+    assert isinstance(day, date)
+    return day
 
 
 def assert_same(expected: list[tuple[Any, ...]], actual: list[tuple[Any, ...]]) -> None:
@@ -499,6 +501,16 @@ def test_user_views_are_created_after_the_builtin_ones(
         [(c, int(n), lms) for c, n, lms in view(settings, "course_staff")],
     )
     assert sorted(r for (r,) in view(settings, "role_names")) == sorted({r["role"] for r in roles})
+
+    result = cli(settings, "drop-datalake-tables", "--all")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[:2] == ["role_names: dropped", "needs_missing: dropped"]
+    everything = (
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal "
+        "UNION ALL SELECT table_name FROM duckdb_tables()"
+    )
+    names = {n for (n,) in lake_sql(settings, everything)}
+    assert names == {"panorama_partitions"}, names
 
 
 @pytest.mark.parametrize(

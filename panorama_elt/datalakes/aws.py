@@ -339,10 +339,7 @@ class AwsDatalake(Datalake):
                 self._update_partition_columns(table, spec)
 
     def drop_table(self, table: TableSettings) -> None:
-        self._run_query(
-            f"DROP VIEW IF EXISTS {quote_name(table.datalake_table_view)}",
-            f"{table.datalake_table_view}: athena DROP VIEW",
-        )
+        self.drop_sql_view(table.datalake_table_view)
         try:
             with self._glue_errors(table, "DeleteTable"):
                 self.glue.delete_table(
@@ -578,6 +575,9 @@ class AwsDatalake(Datalake):
             f"CREATE OR REPLACE VIEW {quote_name(name)} AS\n{athena_select}",
             f"{source}: athena CREATE VIEW {name}",
         )
+
+    def drop_sql_view(self, name: str) -> None:
+        self._run_query(f"DROP VIEW IF EXISTS {quote_name(name)}", f"{name}: athena DROP VIEW")
 
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run ``sql`` (Athena SQL) in the workgroup, wait for it, and page through its results."""

@@ -67,6 +67,10 @@ class Datalake(ABC):
         """
 
     @abstractmethod
+    def drop_sql_view(self, name: str) -> None:
+        """Drop view ``name`` if it exists."""
+
+    @abstractmethod
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run one read-only query in the lake's own SQL; its column names and rows."""
 

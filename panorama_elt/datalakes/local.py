@@ -161,6 +161,9 @@ class LocalDatalake(Datalake):
         except duckdb.Error as exc:
             raise DatalakeError(f"{source}: DuckDB: {_one_line(exc)}") from None
 
+    def drop_sql_view(self, name: str) -> None:
+        self._execute(f"DROP VIEW IF EXISTS {quote_name(name)}")
+
     def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Run ``sql`` (DuckDB SQL) on a read-only connection of its own."""
         if not self.database_file.exists():
