@@ -298,3 +298,33 @@ def test_readme_file_datasource_examples_are_valid_settings(tmp_path: Path) -> N
     assert settings.datasources[1].xls is not None
     assert settings.datasources[1].xls.sheet("grades") == "Grades 2024"
     assert settings.datasources[1].xls.sheet("courses") == "courses"
+
+
+def test_large_csv_streams_in_flat_memory(tmp_path: Path) -> None:
+    """Reading a 6 MB file holds one batch at a time, not the file (Python allocations)."""
+    import tracemalloc
+
+    from panorama_elt.datasources.csv_files import CsvDatasource
+    from panorama_elt.settings import load_settings
+
+    data = tmp_path / "people.csv"
+    row = '"{}","' + "x" * 80 + '","a,b","line\nbreak"\r\n'
+    with data.open("w", encoding="utf-8", newline="") as out:
+        out.write(",".join(FIELDS) + "\r\n")
+        for i in range(50_000):
+            out.write(row.format(i))
+    assert data.stat().st_size > 5_000_000
+    settings = load_settings(csv_settings(tmp_path, data))
+    source = CsvDatasource(settings.datasources[0])
+    extraction = source.extract(settings.tables[0], force=True, mark=None)
+    assert extraction.batches is not None
+    tracemalloc.start()
+    try:
+        rows = 0
+        for batch in extraction.batches:
+            rows += len(batch)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rows == 50_000
+    assert peak < 2_000_000, peak
