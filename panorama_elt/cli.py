@@ -377,19 +377,43 @@ def _step(ctx: Context, label: str, done: str, action: Callable[..., Any], *args
 
 
 @main.command("set-tables")
-@click.option("--tables", "-t", "tables", required=True, help="Comma-separated table names.")
+@click.option(
+    "--tables",
+    "-t",
+    "tables",
+    help="Comma-separated table names (an xls datasource without it: one table per sheet).",
+)
 @click.option("--datasource", help="Datasource to set (default: the only MySQL datasource).")
 @pass_context
 @handle_errors
-def set_tables(ctx: Context, tables: str, datasource: str | None) -> None:
+def set_tables(ctx: Context, tables: str | None, datasource: str | None) -> None:
     """Write a datasource's table list into the settings file."""
     from panorama_elt.settings_file import set_tables as write_tables
 
-    names = [t.strip() for t in tables.split(",") if t.strip()]
+    extra: dict[str, dict[str, str]] = {}
+    if tables is None:
+        extra = _listed_tables(ctx, datasource)
+        names = list(extra)
+    else:
+        names = [t.strip() for t in tables.split(",") if t.strip()]
     if not names:
         raise UsageError("--tables needs at least one table name")
-    ds = write_tables(Path(ctx.settings_file), names, datasource)
+    ds = write_tables(Path(ctx.settings_file), names, datasource, extra)
     click.echo(f"{ds}: tables set to {', '.join(names)} in {ctx.settings_file}")
+
+
+def _listed_tables(ctx: Context, datasource: str | None) -> dict[str, dict[str, str]]:
+    """The tables an xls datasource offers (its sheets), for set-tables without --tables."""
+    from panorama_elt.datasources import make_datasource
+
+    settings = ctx.settings.datasource(datasource) if datasource else None
+    if settings is None or settings.type != "xls":
+        raise UsageError("--tables is required (only an xls datasource lists its sheets)")
+    source = make_datasource(settings)
+    try:
+        return source.list_tables()
+    finally:
+        source.close()
 
 
 @main.command("set-tables-fields")

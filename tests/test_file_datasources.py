@@ -262,6 +262,23 @@ def test_xlsx_sheets_round_trip(tmp_path: Path) -> None:
     assert view_rows(tmp_path, "openedx_table_courses") == [("1", "Intro")]
 
 
+def test_set_tables_lists_the_sheets(tmp_path: Path) -> None:
+    settings = xls_settings(tmp_path, [])
+    result = cli(settings, "set-tables", "--datasource", "book")
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(settings.read_text())["datasources"][0]["tables"] == [
+        {"name": "grades_2024", "sheet": "Grades 2024"},
+        {"name": "courses"},
+    ]
+    assert cli(settings, "set-tables-fields", "--all").exit_code == 0
+    for command in ("create-datalake-tables", "create-datalake-views", "extract-and-load"):
+        assert cli(settings, command, "--all").exit_code == 0
+    assert view_rows(tmp_path, "openedx_table_courses") == [("1", "Intro")]
+    result = cli(settings, "set-tables")
+    assert result.exit_code == 2
+    assert "--tables is required (only an xls datasource lists its sheets)" in result.output
+
+
 def test_xlsx_missing_sheet_and_not_a_workbook(tmp_path: Path) -> None:
     settings = xls_settings(
         tmp_path, [{"name": "grades", "fields": [{"name": "student", "type": "varchar"}]}]

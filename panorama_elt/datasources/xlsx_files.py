@@ -39,6 +39,18 @@ class XlsxDatasource(Datasource):
         finally:
             workbook.close()
 
+    def list_tables(self) -> dict[str, dict[str, str]]:
+        """One table per sheet, named like a header cell (``Grades 2024`` -> ``grades_2024``)."""
+        workbook = self._workbook()
+        try:
+            sheets = list(workbook.sheetnames)
+        finally:
+            workbook.close()
+        return {
+            name: {} if name == sheet else {"sheet": sheet}
+            for name, sheet in zip(field_names(sheets), sheets, strict=True)
+        }
+
     def describe(self, tables: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
         found = {}
         workbook = self._workbook()
