@@ -686,6 +686,8 @@ class _Checker:
                 self.fail(_join(path, key), f"must be one character, got {_kind(value)}")
                 value = default
             single[key] = value
+        if single["delimiter"] == single["quotechar"]:
+            self.fail(_join(path, "quotechar"), "must differ from the delimiter")
         encoding = self.text(d, "encoding", path) or "utf-8"
         try:
             codecs.lookup(encoding)

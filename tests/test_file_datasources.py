@@ -182,6 +182,7 @@ def test_header_without_a_configured_field(tmp_path: Path) -> None:
         ({"delimiter": ";;"}, "datasources[0].delimiter: must be one character"),
         ({"encoding": "klingon"}, "datasources[0].encoding: unknown encoding 'klingon'"),
         ({"header": "maybe"}, "datasources[0].header: must be true or false"),
+        ({"quotechar": ","}, "datasources[0].quotechar: must differ from the delimiter"),
         ({"location": None}, "datasources[0].location: is required"),
         ({"sheet": "x"}, "datasources[0].sheet: unknown key"),
     ],

@@ -55,6 +55,15 @@ def test_original_openedx_settings_load_unchanged() -> None:
     assert lowest.type.view_type == "DOUBLE"
 
 
+@pytest.mark.skipif(not REFERENCE.exists(), reason="needs ../shared/reference beside the clone")
+def test_original_csv_settings_load_unchanged() -> None:
+    settings = load_settings(REFERENCE / "panorama_csv_settings_example.yaml")
+    [source] = settings.datasources
+    assert source.type == "csv" and source.csv is not None
+    assert source.csv.location == REFERENCE / "file.csv"
+    assert [t.datalake_table_name for t in settings.tables] == ["my_app_raw_my_table"]
+
+
 def base() -> dict[str, Any]:
     return {
         "datalake": {

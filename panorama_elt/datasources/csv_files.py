@@ -32,41 +32,43 @@ class CsvDatasource(Datasource):
         self.csv: CsvSettings = settings.csv
 
     def test_connection(self) -> str:
-        header, _ = self._open()
-        return f"{self.csv.location}: {len(header)} columns"
+        return f"{self.csv.location}: {len(self._first_row())} columns"
 
     def describe(self, tables: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
-        header, _ = self._open()
+        header = self._first_row()
+        if not self.csv.header:  # no names in the file: column_1, column_2...
+            header = [""] * len(header)
         return {name: [(f, "varchar") for f in field_names(header)] for name in tables}
 
     def extract(self, table: TableSettings, *, force: bool, mark: str | None) -> Extraction:
         return Extraction(groups=iter(()), batches=self._batches(table), full=True)
 
     def _batches(self, table: TableSettings) -> Iterator[list[list[Any]]]:
-        header, records = self._open()
-        picks = column_picks(table, header if self.csv.header else None, str(self.csv.location))
-        width = len(header) if self.csv.header else len([f for f in table.fields if not f.constant])
+        where = str(self.csv.location)
+        if self.csv.header:
+            header = self._first_row()
+            picks, width = column_picks(table, header, where), len(header)
+        else:
+            width = len([f for f in table.fields if not f.constant])
+            picks = column_picks(table, None, where)
+        records = self._records()
         try:
-            yield from row_batches(records, picks, width, str(self.csv.location))
+            if self.csv.header:
+                next(records, None)
+            yield from row_batches(records, picks, width, where)
         finally:
             records.close()
 
-    def _open(self) -> tuple[list[str], Generator[Record, None, None]]:
-        """The header row (or the first row, without a header) and the records after it."""
+    def _first_row(self) -> list[str]:
+        """The header row (or the first row, without a header); an empty file is an error."""
         records = self._records()
-        first = next(records, None)
-        if first is None:
+        try:
+            first = next(records, None)
+        finally:
             records.close()
+        if first is None:
             raise SourceError(f"{self.csv.location}: the file is empty")
-        header = [c or "" for c in first[1]]
-        if self.csv.header:
-            return header, records
-
-        def again() -> Generator[Record, None, None]:
-            yield first
-            yield from records
-
-        return header, again()
+        return [c or "" for c in first[1]]
 
     def _records(self) -> Generator[Record, None, None]:
         """Each record with the line it starts on; cells are text, or None for ``null_value``."""
