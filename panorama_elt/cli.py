@@ -239,8 +239,15 @@ def _print_summary(results: list[Any]) -> None:
 @pass_context
 @handle_errors
 def create_datalake_tables(ctx: Context, select: Callable[[Settings], list[TableSettings]]) -> None:
-    """Create (or update) the raw tables in the catalog."""
-    _each_table(ctx, select, "create_table", "raw table", lambda t: t.datalake_table_name)
+    """Create (or update) the raw tables in the catalog; with --all, load the country codes too."""
+    with _exclusive(ctx.settings):
+        failures = _each_table(
+            ctx, select, "create_table", "raw table", lambda t: t.datalake_table_name
+        )
+        if _everything(ctx, select):
+            failures += _load_reference_tables(ctx)
+    if failures:
+        sys.exit(1)
 
 
 @main.command("create-datalake-views")
@@ -248,8 +255,72 @@ def create_datalake_tables(ctx: Context, select: Callable[[Settings], list[Table
 @pass_context
 @handle_errors
 def create_datalake_views(ctx: Context, select: Callable[[Settings], list[TableSettings]]) -> None:
-    """Create or replace the typed views over the raw tables."""
-    _each_table(ctx, select, "create_view", "view", lambda t: t.datalake_table_view)
+    """Create or replace the typed views; with --all, then the analytics views and the user's."""
+    with _exclusive(ctx.settings):
+        failures = _each_table(ctx, select, "create_view", "view", lambda t: t.datalake_table_view)
+        if _everything(ctx, select):
+            failures += _create_analytics_views(ctx)
+    if failures:
+        sys.exit(1)
+
+
+def _everything(ctx: Context, select: Callable[[Settings], list[TableSettings]]) -> bool:
+    """True when the selection is every table of the settings (--all, or all named)."""
+    return select(ctx.settings) == ctx.settings.tables
+
+
+def _load_reference_tables(ctx: Context) -> int:
+    """Create and load the built-in country codes table; the number of failures (0 or 1)."""
+    from panorama_elt.reference import builtin_country_codes, reference_settings
+    from panorama_elt.runner import Runner, TableResult
+
+    if not builtin_country_codes(ctx.settings):
+        return 0  # the settings load a country_codes table of their own
+    settings = reference_settings(ctx.settings)
+    table = settings.tables[0]
+    datalake = _datalake(ctx)
+    runner = Runner(settings, datalake)
+    try:
+        datalake.create_table(table)
+        (result,) = runner.run([table], force=True)
+    except Exception as exc:  # noqa: BLE001 - the reference table's failure, whatever its kind
+        result = TableResult(table.name, table.datasource, table.datalake_table_name)
+        result.status, result.error = "failed", _failure(ctx, exc, table.name)
+    finally:
+        runner.close()
+        datalake.close()
+    if result.status == "ok":
+        click.echo(f"{table.name}: reference table {table.datalake_table_name}, {result.rows} rows")
+        return 0
+    click.secho(f"{table.name}: {ctx.secrets.scrub(str(result.error))}", fg="red", err=True)
+    return 1
+
+
+def _create_analytics_views(ctx: Context) -> int:
+    """Create the analytics views in order, one line each; the number of failures."""
+    from panorama_elt.analytics import create_views
+    from panorama_elt.reference import builtin_country_codes, country_codes_table
+
+    datalake = _datalake(ctx)
+    failures = 0
+    try:
+        if builtin_country_codes(ctx.settings):
+            table = country_codes_table(ctx.settings)
+            failures += _step(
+                ctx, table.name, f"view {table.datalake_table_view}", datalake.create_view, table
+            )
+        for outcome in create_views(ctx.settings, datalake):
+            name = outcome.view.name
+            if outcome.error:
+                failures += 1
+                click.secho(f"{name}: {ctx.secrets.scrub(outcome.error)}", fg="red", err=True)
+            elif outcome.skipped:
+                click.echo(f"{name}: skipped: {outcome.skipped}")
+            else:
+                click.echo(f"{name}: analytics view")
+    finally:
+        datalake.close()
+    return failures
 
 
 main.add_command(create_datalake_views, "create-table-views")
@@ -260,8 +331,38 @@ main.add_command(create_datalake_views, "create-table-views")
 @pass_context
 @handle_errors
 def drop_datalake_tables(ctx: Context, select: Callable[[Settings], list[TableSettings]]) -> None:
-    """Drop the raw tables and their views (the files stay)."""
-    _each_table(ctx, select, "drop_table", "dropped", lambda t: t.datalake_table_name)
+    """Drop the raw tables and their views (the files stay); with --all, the analytics views
+    and the built-in country codes table first."""
+    failures = 0
+    with _exclusive(ctx.settings):
+        if _everything(ctx, select):
+            failures += _drop_analytics(ctx)
+        failures += _each_table(
+            ctx, select, "drop_table", "dropped", lambda t: t.datalake_table_name
+        )
+    if failures:
+        sys.exit(1)
+
+
+def _drop_analytics(ctx: Context) -> int:
+    """Drop the analytics views (last made first) and the built-in country codes table."""
+    from panorama_elt.analytics import builtin_views, user_views
+    from panorama_elt.reference import builtin_country_codes, country_codes_table
+
+    views = builtin_views(ctx.settings) + user_views(ctx.settings)
+    datalake = _datalake(ctx)
+    failures = 0
+    try:
+        for view in reversed(views):
+            failures += _step(ctx, view.name, "dropped", datalake.drop_sql_view, view.name)
+    finally:
+        datalake.close()
+    if builtin_country_codes(ctx.settings):
+        table = country_codes_table(ctx.settings)
+        failures += _each_table(
+            ctx, lambda _: [table], "drop_table", "dropped", lambda t: t.datalake_table_name
+        )
+    return failures
 
 
 def _each_table(
@@ -270,50 +371,81 @@ def _each_table(
     method: str,
     what: str,
     name: Callable[[TableSettings], str],
-) -> None:
-    """Run a catalog method on each table, under the run lock; a failing table fails alone."""
+) -> int:
+    """Call a datalake method on each selected table, one line each; the number of failures.
+
+    The caller holds the run lock (see _exclusive); a failing table fails alone.
+    """
     tables = select(ctx.settings)
     failures = 0
-    with _exclusive(ctx.settings):
-        datalake = _datalake(ctx)
-        try:
-            for table in tables:
-                if not table.fields:
-                    click.secho(
-                        f"{table.name}: no fields in the settings; run set-tables-fields first",
-                        fg="red",
-                        err=True,
-                    )
-                    failures += 1
-                    continue
-                try:
-                    getattr(datalake, method)(table)
-                    click.echo(f"{table.name}: {what} {name(table)}")
-                except Exception as exc:  # noqa: BLE001 - one table's failure, whatever its kind
-                    failures += 1
-                    click.secho(
-                        f"{table.name}: {_failure(ctx, exc, table.name)}", fg="red", err=True
-                    )
-        finally:
-            datalake.close()
-    if failures:
-        sys.exit(1)
+    datalake = _datalake(ctx)
+    try:
+        for table in tables:
+            if not table.fields:
+                click.secho(
+                    f"{table.name}: no fields in the settings; run set-tables-fields first",
+                    fg="red",
+                    err=True,
+                )
+                failures += 1
+                continue
+            failures += _step(
+                ctx, table.name, f"{what} {name(table)}", getattr(datalake, method), table
+            )
+    finally:
+        datalake.close()
+    return failures
+
+
+def _step(ctx: Context, label: str, done: str, action: Callable[..., Any], *args: Any) -> int:
+    """Run one catalog step: a line saying it was done, or its error in red; 1 if it failed."""
+    try:
+        action(*args)
+    except Exception as exc:  # noqa: BLE001 - one step's failure, whatever its kind
+        click.secho(f"{label}: {_failure(ctx, exc, label)}", fg="red", err=True)
+        return 1
+    click.echo(f"{label}: {done}")
+    return 0
 
 
 @main.command("set-tables")
-@click.option("--tables", "-t", "tables", required=True, help="Comma-separated table names.")
+@click.option(
+    "--tables",
+    "-t",
+    "tables",
+    help="Comma-separated table names (an xls datasource without it: one table per sheet).",
+)
 @click.option("--datasource", help="Datasource to set (default: the only MySQL datasource).")
 @pass_context
 @handle_errors
-def set_tables(ctx: Context, tables: str, datasource: str | None) -> None:
+def set_tables(ctx: Context, tables: str | None, datasource: str | None) -> None:
     """Write a datasource's table list into the settings file."""
     from panorama_elt.settings_file import set_tables as write_tables
 
-    names = [t.strip() for t in tables.split(",") if t.strip()]
+    extra: dict[str, dict[str, str]] = {}
+    if tables is None:
+        extra = _listed_tables(ctx, datasource)
+        names = list(extra)
+    else:
+        names = [t.strip() for t in tables.split(",") if t.strip()]
     if not names:
         raise UsageError("--tables needs at least one table name")
-    ds = write_tables(Path(ctx.settings_file), names, datasource)
+    ds = write_tables(Path(ctx.settings_file), names, datasource, extra)
     click.echo(f"{ds}: tables set to {', '.join(names)} in {ctx.settings_file}")
+
+
+def _listed_tables(ctx: Context, datasource: str | None) -> dict[str, dict[str, str]]:
+    """The tables an xls datasource offers (its sheets), for set-tables without --tables."""
+    from panorama_elt.datasources import make_datasource
+
+    settings = ctx.settings.datasource(datasource) if datasource else None
+    if settings is None or settings.type != "xls":
+        raise UsageError("--tables is required (only an xls datasource lists its sheets)")
+    source = make_datasource(settings)
+    try:
+        return source.list_tables()
+    finally:
+        source.close()
 
 
 @main.command("set-tables-fields")
@@ -383,3 +515,27 @@ def test_connections(ctx: Context) -> None:
         click.secho(line, fg=None if ok else "red")
     if failed:
         sys.exit(1)
+
+
+@main.command("query")
+@click.argument("sql")
+@click.option(
+    "--format",
+    "output",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="A table for the terminal, CSV, or JSON (one object per row).",
+)
+@pass_context
+@handle_errors
+def query(ctx: Context, sql: str, output: str) -> None:
+    """Run one SQL query on the datalake (DuckDB locally, Athena on AWS) and print its rows."""
+    from panorama_elt.query_output import format_rows
+
+    datalake = _datalake(ctx)
+    try:
+        columns, rows = datalake.query(sql)
+    finally:
+        datalake.close()
+    click.echo(format_rows(columns, rows, output), nl=False)

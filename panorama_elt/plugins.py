@@ -28,12 +28,20 @@ class SettingsBlock:
     parse: Callable[[Checker, Mapping[str, Any], str], Any]
 
 
+# How a datasource type reads its ``tables`` when they are not the common list of tables:
+# (check, data, path, blocks, common) -> tables, where ``blocks`` are the type's parsed settings
+# blocks and ``common(data, path)`` parses a list of tables the common way.
+TablesReader = Callable[[Checker, Any, str, tuple[Any, ...], Callable[[Any, str], Any]], Any]
+
+
 @dataclass(frozen=True)
 class Plugin:
-    """One registry entry: ``target`` is "module:Class"; ``blocks`` are the settings it reads."""
+    """One registry entry: ``target`` is "module:Class"; ``blocks`` are the settings it reads;
+    ``tables`` reads its table list when that differs from the common one."""
 
     target: str
     blocks: tuple[SettingsBlock, ...] = ()
+    tables: TablesReader | None = None
 
     @property
     def keys(self) -> tuple[str, ...]:

@@ -49,6 +49,7 @@ _DATALAKE_KEYS = (
     "datalake_database",
     "base_partitions",
     "compression",
+    "views_folder",
 )
 _TABLE_KEYS = ("name", "datalake_table_name", "datalake_table_view", "partitions", "fields")
 _PARTITION_KEYS = ("partition_fields", "timestamp_field", "interval")
@@ -173,6 +174,7 @@ class DatalakeSettings:
     athena_output_location: str | None = None
     aws_max_attempts: int = 10
     compression: str | None = None
+    views_folder: Path | None = None  # the installation's own views (*.sql), made after ours
 
 
 @dataclass(frozen=True)
@@ -357,6 +359,7 @@ class _SettingsChecker(Checker):
                 d.get("base_partitions"), join(path, "base_partitions")
             ),
             compression=None if compression in (None, "none") else compression,
+            views_folder=self.local_path(self.text(d, "views_folder", path)),
             **specific,
         )
 
@@ -427,11 +430,17 @@ class _SettingsChecker(Checker):
         name = self.identifier(d, "name", path, required=True)
         if name is None:
             return None
-        blocks = tuple(block.parse(self, d, path) for block in plugin.blocks)
-        tables = self.tables(d.get("tables"), join(path, "tables"), name, datalake)
-        return DatasourceSettings(
-            kind, name, tables, path, tuple(b for b in blocks if b is not None)
-        )
+        blocks = tuple(b for b in (block.parse(self, d, path) for block in plugin.blocks) if b)
+
+        def common(data: Any, where: str) -> tuple[TableSettings, ...]:
+            return self.tables(data, where, name, datalake)
+
+        where = join(path, "tables")
+        if plugin.tables is None:
+            tables = common(d.get("tables"), where)
+        else:
+            tables = plugin.tables(self, d.get("tables"), where, blocks, common)
+        return DatasourceSettings(kind, name, tables, path, blocks)
 
     def tables(
         self, data: Any, path: str, datasource: str, datalake: DatalakeSettings | None

@@ -44,15 +44,24 @@ def _flow(**items: str) -> CommentedMap:
     return entry
 
 
-def set_tables(path: Path, names: list[str], datasource: str | None) -> str:
-    """Make ``names`` the table list of a datasource; keep what those tables already had."""
+def set_tables(
+    path: Path,
+    names: list[str],
+    datasource: str | None,
+    extra: dict[str, dict[str, str]] | None = None,
+) -> str:
+    """Make ``names`` the table list of a datasource; keep what those tables already had.
+
+    ``extra`` gives new tables more keys (an xls table's ``sheet``)."""
     bad = [n for n in names if not is_identifier(n)]
     if bad:
         raise UsageError(f"--tables: {', '.join(map(repr, bad))} is not a plain table name")
     data = _load(path)
     source = _find_datasource(data, datasource)
     current = {t.get("name"): t for t in source.get("tables") or [] if isinstance(t, dict)}
-    source["tables"] = [current.get(name, CommentedMap(name=name)) for name in names]
+    source["tables"] = [
+        current.get(name, CommentedMap(name=name, **(extra or {}).get(name, {}))) for name in names
+    ]
     _write(path, data)
     return str(source.get("name"))
 
@@ -61,8 +70,10 @@ def set_fields(path: Path, found: dict[tuple[str, str], list[tuple[str, str]]]) 
     """Write each table's (column, type) list; constant fields the user added are kept."""
     data = _load(path)
     for source in data.get("datasources") or []:
-        for table in source.get("tables") or []:
-            columns = found.get((source.get("name"), table.get("name")))
+        tables: Any = source.get("tables") or []
+        # A csv datasource may hold its one table as a mapping, as the original writes it.
+        for table in [tables] if isinstance(tables, dict) else tables:
+            columns = found.get((str(source.get("name")), str(table.get("name"))))
             if columns is None:
                 continue
             constants = [

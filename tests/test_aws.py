@@ -646,12 +646,14 @@ def lake_by_course(
     return got
 
 
-def studentmodule_keys(endpoint: str) -> set[str]:
+def lake_keys(endpoint: str, prefix: str) -> set[str]:
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint)
-    pages = s3.get_paginator("list_objects_v2").paginate(
-        Bucket=BUCKET, Prefix="openedx/courseware_studentmodule/"
-    )
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
     return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+
+def studentmodule_keys(endpoint: str) -> set[str]:
+    return lake_keys(endpoint, "openedx/courseware_studentmodule/")
 
 
 def test_end_to_end_against_a_moto_server(
@@ -667,8 +669,13 @@ def test_end_to_end_against_a_moto_server(
     cli(settings_file, "test-connections")
     cli(settings_file, "create-datalake-tables", "--all")
     cli(settings_file, "create-datalake-views", "--all")
-    assert aws_calls["CreateTable"] == len(config.tables)
-    assert aws_calls["StartQueryExecution"] == len(config.tables)
+    # With --all: the built-in country codes table and view too, and the analytics views whose
+    # tables are in the settings (not view_enrollments: no course_structures here).
+    assert aws_calls["CreateTable"] == len(config.tables) + 1
+    assert aws_calls["StartQueryExecution"] == len(config.tables) + 1 + 2
+    assert lake_keys(server_lake, "openedx/country_codes/") == {
+        f"openedx/country_codes/lms={LMS}/country_codes.csv"
+    }
 
     first = cli(settings_file, "extract-and-load", "--all", "--force")
     assert all(r["status"] == "ok" for r in first.values()), first

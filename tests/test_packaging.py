@@ -61,6 +61,12 @@ def test_wheel_has_the_console_script_the_pins_and_every_subpackage(tmp_path: Pa
         if "__pycache__" not in init.parts
     }
     assert packages <= {name.rsplit("/", 1)[0] for name in names}
+    # Data the package reads at run time: the analytics views' SQL and the country codes.
+    data = {
+        str(p.relative_to(ROOT))
+        for p in [*ROOT.glob("panorama_elt/analytics_sql/*.sql"), *ROOT.glob("panorama_elt/data/*")]
+    }
+    assert data and data <= set(names)
 
 
 def test_entry_point_is_the_cli_group() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from panorama_elt.datasources.source_settings import CsvSettings
 from panorama_elt.errors import SettingsError
 from panorama_elt.settings import load_settings, parse_settings
 from tests.conftest import ROOT, TEMPLATE
@@ -55,6 +56,16 @@ def test_original_openedx_settings_load_unchanged() -> None:
         "lowest_passing_grade"
     )
     assert lowest.type.view_type == "DOUBLE"
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="needs ../shared/reference beside the clone")
+def test_original_csv_settings_load_unchanged() -> None:
+    settings = load_settings(REFERENCE / "panorama_csv_settings_example.yaml")
+    [source] = settings.datasources
+    csv = source.block(CsvSettings)
+    assert source.type == "csv" and csv is not None
+    assert csv.location == REFERENCE / "file.csv"
+    assert [t.datalake_table_name for t in settings.tables] == ["my_app_raw_my_table"]
 
 
 def base() -> dict[str, Any]:
@@ -182,8 +193,8 @@ CASES = [
     (edit("datalake", None, delete=True), "datalake: is required"),
     (edit("datasources", []), "datasources: must be a non-empty list"),
     (
-        edit("datasources[0].type", "csv"),
-        "datasources[0].type: unknown datasource type 'csv' (valid: mysql, openedx_course_structures)",
+        edit("datasources[0].type", "parquet"),
+        "datasources[0].type: unknown datasource type 'parquet' (valid: mysql, openedx_course_structures, csv, xls)",
     ),
     (edit("datasources[0].type", None, delete=True), "datasources[0].type: is required"),
     (

@@ -334,10 +334,7 @@ class AwsDatalake(Datalake):
                 self._update_partition_columns(table, spec)
 
     def drop_table(self, table: TableSettings) -> None:
-        self._run_query(
-            f"DROP VIEW IF EXISTS {quote_name(table.datalake_table_view)}",
-            f"{table.datalake_table_view}: athena DROP VIEW",
-        )
+        self.drop_sql_view(table.datalake_table_view)
         try:
             with self._glue_errors(table, "DeleteTable"):
                 self.glue.delete_table(
@@ -564,8 +561,45 @@ class AwsDatalake(Datalake):
             f"{table.datalake_table_view}: athena CREATE VIEW",
         )
 
-    def _run_query(self, sql: str, what: str) -> None:
-        """Run one Athena statement and wait for it; failures carry Athena's reason and the SQL."""
+    @property
+    def view_qualifier(self) -> str | None:
+        return self.settings.database
+
+    def create_sql_view(self, name: str, athena_select: str, source: str) -> None:
+        self._run_query(
+            f"CREATE OR REPLACE VIEW {quote_name(name)} AS\n{athena_select}",
+            f"{source}: athena CREATE VIEW {name}",
+        )
+
+    def drop_sql_view(self, name: str) -> None:
+        self._run_query(f"DROP VIEW IF EXISTS {quote_name(name)}", f"{name}: athena DROP VIEW")
+
+    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run ``sql`` (Athena SQL) in the workgroup, wait for it, and page through its results."""
+        query_id = self._run_query(sql, "query")
+        columns: list[str] = []
+        rows: list[tuple[Any, ...]] = []
+        with aws_errors(f"query: GetQueryResults {query_id}"):
+            pages = self.athena.get_paginator("get_query_results").paginate(
+                QueryExecutionId=query_id
+            )
+            for page in pages:
+                result = page["ResultSet"]
+                if not columns:
+                    info = result.get("ResultSetMetadata", {}).get("ColumnInfo", [])
+                    columns = [c["Name"] for c in info]
+                for row in result.get("Rows", []):
+                    values = tuple(cell.get("VarCharValue") for cell in row.get("Data", []))
+                    # A SELECT's first row repeats the column names.
+                    if not rows and list(values) == columns:
+                        continue
+                    rows.append(values)
+        return columns, rows
+
+    def _run_query(self, sql: str, what: str) -> str:
+        """Run one Athena statement and wait for it; failures carry Athena's reason and the SQL.
+
+        Returns the query's execution id."""
         request: dict[str, Any] = {
             "QueryString": sql,
             "QueryExecutionContext": {"Database": self.settings.database},
@@ -586,7 +620,7 @@ class AwsDatalake(Datalake):
                 ]["Status"]
             state = status.get("State")
             if state == "SUCCEEDED":
-                return
+                return str(query_id)
             if state in ("FAILED", "CANCELLED"):
                 reason = status.get("StateChangeReason") or (status.get("AthenaError") or {}).get(
                     "ErrorMessage", "no reason given"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from panorama_elt.paths import object_key
 from panorama_elt.settings import DatalakeSettings, TableSettings
@@ -52,6 +53,26 @@ class Datalake(ABC):
     @abstractmethod
     def create_view(self, table: TableSettings) -> None:
         """Create or replace the typed view."""
+
+    @property
+    def view_qualifier(self) -> str | None:
+        """The schema that analytics views name their tables in (None: unqualified)."""
+        return None
+
+    @abstractmethod
+    def create_sql_view(self, name: str, athena_select: str, source: str) -> None:
+        """Create or replace view ``name`` as one SELECT written in Athena SQL.
+
+        ``source`` (a file, or a built-in view's name) is named in any error.
+        """
+
+    @abstractmethod
+    def drop_sql_view(self, name: str) -> None:
+        """Drop view ``name`` if it exists."""
+
+    @abstractmethod
+    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run one read-only query in the lake's own SQL; its column names and rows."""
 
     @abstractmethod
     def partitions(self, table: TableSettings) -> set[PartitionValues]:

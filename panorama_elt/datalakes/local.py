@@ -183,6 +183,33 @@ class LocalDatalake(Datalake):
             )
         self._execute(create_view_sql(table, self.settings, self.dialect))
 
+    def create_sql_view(self, name: str, athena_select: str, source: str) -> None:
+        from panorama_elt.analytics import to_duckdb
+
+        select = to_duckdb(athena_select, source)
+        try:
+            self.db.execute(f"CREATE OR REPLACE VIEW {quote_name(name)} AS {select}")
+        except duckdb.Error as exc:
+            raise DatalakeError(f"{source}: DuckDB: {_one_line(exc)}") from None
+
+    def drop_sql_view(self, name: str) -> None:
+        self._execute(f"DROP VIEW IF EXISTS {quote_name(name)}")
+
+    def query(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run ``sql`` (DuckDB SQL) on a read-only connection of its own."""
+        if not self.database_file.exists():
+            raise DatalakeError(
+                f"no local datalake database at {self.database_file}: run create-datalake-tables first"
+            )
+        try:
+            with duckdb.connect(str(self.database_file), read_only=True) as db:
+                result = db.execute(sql)
+                if result.description is None:
+                    return [], []
+                return [d[0] for d in result.description], result.fetchall()
+        except duckdb.Error as exc:
+            raise DatalakeError(f"query: DuckDB: {_one_line(exc)}") from None
+
     def partitions(self, table: TableSettings) -> set[PartitionValues]:
         rows = self._query(
             f"SELECT vals, file FROM {CATALOG_TABLE} WHERE raw_table = ?",
@@ -291,6 +318,10 @@ class LocalDatalake(Datalake):
                 f"JOIN {CATALOG_TABLE} p ON p.file = r.{quote_name(_FILE_COLUMN)}"
             )
         self._execute(sql)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _remove_empty_parents(folder: Path, root: Path) -> None:

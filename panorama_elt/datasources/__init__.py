@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from panorama_elt.datasources.source_settings import MONGODB, MYSQL, OPTIONAL_MYSQL
+from panorama_elt.datasources.source_settings import (
+    CSV,
+    MONGODB,
+    MYSQL,
+    OPTIONAL_MYSQL,
+    XLS,
+    csv_tables,
+    xls_tables,
+)
 from panorama_elt.plugins import Plugin
 
 if TYPE_CHECKING:
@@ -25,6 +33,8 @@ REGISTRY: dict[str, Plugin] = {
         # The MySQL course index is optional: without it, MongoDB's active_versions is read.
         (OPTIONAL_MYSQL, MONGODB),
     ),
+    "csv": Plugin("panorama_elt.datasources.csv_files:CsvDatasource", (CSV,), csv_tables),
+    "xls": Plugin("panorama_elt.datasources.xlsx_files:XlsxDatasource", (XLS,), xls_tables),
 }
 
 

@@ -48,5 +48,9 @@ class Datasource(ABC):
         """Column names and types of ``tables``, for set-tables-fields."""
         raise NotImplementedError(f"{self.settings.type} datasources do not describe their tables")
 
+    def list_tables(self) -> dict[str, dict[str, str]]:
+        """Every table the source offers, as table name -> extra settings keys, for set-tables."""
+        raise NotImplementedError(f"{self.settings.type} datasources do not list their tables")
+
     def close(self) -> None:
         """Release connections."""

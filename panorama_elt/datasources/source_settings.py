@@ -6,13 +6,15 @@ settings validation reads them without loading pymysql or pymongo.
 
 from __future__ import annotations
 
+import codecs
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from panorama_elt.plugins import SettingsBlock
-from panorama_elt.settings_check import Checker, join, key_set
+from panorama_elt.settings_check import Checker, join, key_set, kind_of
 
 _TIME_ZONE = re.compile(r"^(SYSTEM|[+-]\d{1,2}:\d{2}|[A-Za-z][A-Za-z0-9_+/-]*)$")
 
@@ -120,3 +122,120 @@ def _time_zone(check: Checker, d: Mapping[str, Any], path: str) -> str | None:
 MYSQL = SettingsBlock(MYSQL_KEYS, parse_mysql)
 OPTIONAL_MYSQL = SettingsBlock(MYSQL_KEYS, parse_optional_mysql)
 MONGODB = SettingsBlock(MONGODB_KEYS, parse_mongodb)
+
+
+# --- File datasources (csv, xls) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CsvSettings:
+    """One CSV file (type ``csv``): where it is and how it is written."""
+
+    location: Path
+    delimiter: str = ","
+    quotechar: str = '"'
+    encoding: str = "utf-8"
+    header: bool = True
+    null_value: str | None = None
+
+
+@dataclass(frozen=True)
+class XlsSettings:
+    """One xlsx workbook (type ``xls``); ``sheets`` maps table names to sheet names."""
+
+    location: Path
+    sheets: tuple[tuple[str, str], ...] = ()
+
+    def sheet(self, table: str) -> str:
+        """The sheet a table reads (its ``sheet`` key, else the table name)."""
+        return dict(self.sheets).get(table, table)
+
+
+CSV_KEYS = ("location", "delimiter", "quotechar", "encoding", "header", "null_value")
+XLS_KEYS = ("location",)
+
+
+def parse_csv(check: Checker, d: Mapping[str, Any], path: str) -> CsvSettings | None:
+    """The file of a csv datasource and its dialect."""
+    location = check.local_path(check.text(d, "location", path, required=True))
+    single = {}
+    for key, default in (("delimiter", ","), ("quotechar", '"')):
+        value = d.get(key, default)
+        if not isinstance(value, str) or len(value) != 1 or value in "\r\n":
+            check.fail(join(path, key), f"must be one character, got {kind_of(value)}")
+            value = default
+        single[key] = value
+    if single["delimiter"] == single["quotechar"]:
+        check.fail(join(path, "quotechar"), "must differ from the delimiter")
+    encoding = check.text(d, "encoding", path) or "utf-8"
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        check.fail(join(path, "encoding"), f"unknown encoding {encoding!r}")
+        encoding = "utf-8"
+    null_value = d.get("null_value")
+    if null_value is not None and not isinstance(null_value, str):
+        check.fail(join(path, "null_value"), f"must be text, got {kind_of(null_value)}")
+        null_value = None
+    if location is None:
+        return None
+    return CsvSettings(
+        location=location,
+        delimiter=single["delimiter"],
+        quotechar=single["quotechar"],
+        encoding=encoding,
+        header=check.boolean(d, "header", path, True),
+        null_value=null_value,
+    )
+
+
+def parse_xls(check: Checker, d: Mapping[str, Any], path: str) -> XlsSettings | None:
+    """The workbook of an xls datasource, and the sheet each table reads (its ``sheet`` key)."""
+    location = check.local_path(check.text(d, "location", path, required=True))
+    sheets = {}
+    tables = d.get("tables")
+    for i, entry in enumerate(tables if isinstance(tables, list) else []):
+        if isinstance(entry, dict) and "sheet" in entry:
+            sheet = check.text(entry, "sheet", f"{path}.tables[{i}]", required=True)
+            if sheet is not None and isinstance(entry.get("name"), str):
+                sheets[entry["name"]] = sheet
+    return None if location is None else XlsSettings(location, tuple(sheets.items()))
+
+
+Common = Callable[[Any, str], Any]
+
+
+def csv_tables(
+    check: Checker, data: Any, path: str, blocks: tuple[Any, ...], common: Common
+) -> Any:
+    """A csv datasource is one file, so one table; the original's example writes it as a mapping."""
+    tables = common([data] if isinstance(data, dict) else data, path)
+    if len(tables) > 1:
+        check.fail(path, "a csv datasource is one file: give it one table")
+    return _read_whole(check, tables)
+
+
+def xls_tables(
+    check: Checker, data: Any, path: str, blocks: tuple[Any, ...], common: Common
+) -> Any:
+    """An xls datasource's tables, each with an optional ``sheet`` key (read by parse_xls)."""
+    if isinstance(data, list):
+        data = [
+            {k: v for k, v in entry.items() if k != "sheet"} if isinstance(entry, dict) else entry
+            for entry in data
+        ]
+    return _read_whole(check, common(data, path))
+
+
+def _read_whole(check: Checker, tables: Any) -> Any:
+    for table in tables:
+        if table.incremental:
+            check.fail(
+                join(table.path, "partitions.interval"),
+                "file datasources are read whole each run (no incremental updates)",
+            )
+    return tables
+
+
+CSV = SettingsBlock(CSV_KEYS, parse_csv)
+XLS = SettingsBlock(XLS_KEYS, parse_xls)
