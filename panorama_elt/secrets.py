@@ -6,7 +6,7 @@ import logging
 import re
 from urllib.parse import urlsplit
 
-from panorama_elt.settings import Settings
+from panorama_elt.settings import Settings, secret_values
 
 MASK = "***"
 # user:password@ in connection strings (mongodb://, mysql://, https://...).
@@ -30,15 +30,10 @@ class SecretFilter(logging.Filter):
     def add_from_settings(self, settings: Settings) -> None:
         """Remember every password, key and URI of the settings."""
         lake = settings.datalake
-        self.add(lake.aws_access_key, lake.aws_secret_access_key)
-        for url in (lake.endpoint_url,):
-            userinfo = urlsplit(url or "").password
-            self.add(userinfo)
+        self.add(*secret_values(lake), urlsplit(lake.endpoint_url or "").password)
         for ds in settings.datasources:
-            if ds.mysql:
-                self.add(ds.mysql.password)
-            if ds.mongodb:
-                self.add(ds.mongodb.password, ds.mongodb.uri)
+            for block in ds.blocks:
+                self.add(*secret_values(block))
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret masked."""

@@ -6,19 +6,29 @@ and reported together; nothing connects anywhere before the settings are valid.
 
 from __future__ import annotations
 
-import os
+import builtins
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from panorama_elt.column_types import ColumnType, parse_column_type
+from panorama_elt.datalakes import DEFAULT_TYPE as DEFAULT_DATALAKE
+from panorama_elt.datalakes import REGISTRY as DATALAKES
+from panorama_elt.datasources import REGISTRY as DATASOURCES
+from panorama_elt.datasources.source_settings import MongoSettings, MySQLSettings
 from panorama_elt.errors import SettingsError, UsageError
+from panorama_elt.plugins import Plugin, misplaced_keys, unknown_type
+from panorama_elt.settings_check import Checker, is_identifier, join, kind_of
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+__all__ = ["MongoSettings", "MySQLSettings", "is_identifier"]  # read by the datasources
+
+_Block = TypeVar("_Block")
+
 INTERVAL_UNITS = (
     "MICROSECOND",
     "SECOND",
@@ -31,52 +41,14 @@ INTERVAL_UNITS = (
     "YEAR",
 )
 _INTERVAL = re.compile(r"^\s*(\d+)\s+([A-Za-z]+)\s*$")
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-DATALAKE_TYPES = ("local", "aws")
-DATASOURCE_TYPES = ("mysql", "openedx_course_structures")
-
-_MYSQL_KEYS = (
-    "mysql_host",
-    "mysql_port",
-    "mysql_username",
-    "mysql_password",
-    "mysql_database",
-    "mysql_time_zone",
-)
-_TIME_ZONE = re.compile(r"^(SYSTEM|[+-]\d{1,2}:\d{2}|[A-Za-z][A-Za-z0-9_+/-]*)$")
-_MONGO_KEYS = (
-    "mongodb_host",
-    "mongodb_port",
-    "mongodb_username",
-    "mongodb_password",
-    "mongodb_database",
-    "mongodb_auth_source",
-    "mongodb_replica_set",
-    "mongodb_tls",
-    "mongodb_uri",
-    "mongodb_timeout_seconds",
-)
-_DATASOURCE_KEYS: dict[str, tuple[str, ...]] = {
-    "mysql": ("type", "name", "tables", *_MYSQL_KEYS),
-    "openedx_course_structures": ("type", "name", "tables", *_MYSQL_KEYS, *_MONGO_KEYS),
-}
+# Keys of every datasource and every datalake; each plugin type adds its own (its REGISTRY entry).
+_DATASOURCE_KEYS = ("type", "name", "tables")
 _DATALAKE_KEYS = (
     "type",
     "base_prefix",
     "datalake_database",
-    "datalake_workgroup",
     "base_partitions",
-    "path",
-    "database_file",
-    "panorama_raw_data_bucket",
-    "aws_access_key",
-    "aws_secret_access_key",
-    "aws_region",
-    "aws_profile",
-    "endpoint_url",
-    "athena_output_location",
-    "aws_max_attempts",
     "compression",
 )
 _TABLE_KEYS = ("name", "datalake_table_name", "datalake_table_view", "partitions", "fields")
@@ -148,45 +120,29 @@ class TableSettings:
 
 
 @dataclass(frozen=True)
-class MySQLSettings:
-    """How to reach a MySQL/MariaDB server."""
-
-    host: str
-    port: int
-    username: str | None
-    password: str | None = field(repr=False)
-    database: str | None
-    path: str = ""
-    time_zone: str | None = None
-
-
-@dataclass(frozen=True)
-class MongoSettings:
-    """How to reach the Open edX MongoDB."""
-
-    host: str
-    port: int
-    username: str | None
-    password: str | None = field(repr=False)
-    database: str
-    auth_source: str | None
-    replica_set: str | None
-    tls: bool
-    uri: str | None = field(repr=False)
-    timeout_seconds: float
-    path: str = ""
-
-
-@dataclass(frozen=True)
 class DatasourceSettings:
     """A named source of tables."""
 
     type: str
     name: str
     tables: tuple[TableSettings, ...]
-    mysql: MySQLSettings | None = None
-    mongodb: MongoSettings | None = None
     path: str = ""
+    # The typed values of the type's settings blocks (MySQLSettings, MongoSettings, ...).
+    blocks: tuple[object, ...] = ()
+
+    def block(self, kind: builtins.type[_Block]) -> _Block | None:
+        """This datasource's settings of dataclass ``kind``, or None when it has none."""
+        return next((b for b in self.blocks if isinstance(b, kind)), None)
+
+    @property
+    def mysql(self) -> MySQLSettings | None:
+        """The MySQL connection (mysql datasources; the course index of course structures)."""
+        return self.block(MySQLSettings)
+
+    @property
+    def mongodb(self) -> MongoSettings | None:
+        """The MongoDB connection (course structures)."""
+        return self.block(MongoSettings)
 
 
 @dataclass(frozen=True)
@@ -205,8 +161,8 @@ class DatalakeSettings:
     type: str
     base_prefix: str | None
     database: str
-    workgroup: str
     base_partitions: tuple[BasePartition, ...]
+    workgroup: str = "primary"
     path: Path | None = None
     database_file: Path | None = None
     bucket: str | None = None
@@ -261,6 +217,15 @@ class Settings:
         return [by_name[name] for name in tables]
 
 
+def secret_values(settings: object) -> list[str]:
+    """The values of a settings dataclass's secret fields: those hidden from its repr."""
+    return [
+        value
+        for f in dataclasses.fields(settings)  # type: ignore[arg-type]
+        if not f.repr and isinstance(value := getattr(settings, f.name), str)
+    ]
+
+
 def load_settings(path: str | Path) -> Settings:
     """Read, interpolate and validate a settings file."""
     path = Path(path)
@@ -293,7 +258,7 @@ def read_settings_yaml(path: Path) -> Any:
 
 def parse_settings(raw: Any, path: Path) -> Settings:
     """Validate YAML data into Settings, reporting every problem at once."""
-    check = _Checker(path.parent)
+    check = _SettingsChecker(path.parent)
     data = check.interpolate(raw, "")
     settings = check.settings(data, path)
     if check.problems:
@@ -314,118 +279,8 @@ def parse_interval(text: object) -> Interval:
     return Interval(int(match[1]), match[2].upper())
 
 
-def is_identifier(name: object) -> bool:
-    """True for a plain SQL identifier: letters, digits and underscores, not starting with a digit."""
-    return isinstance(name, str) and IDENTIFIER.match(name) is not None
-
-
-class _Checker:
-    """Collects problems with their key paths while building the dataclasses."""
-
-    def __init__(self, base_dir: Path) -> None:
-        self.base_dir = base_dir
-        self.problems: list[str] = []
-
-    def fail(self, path: str, message: str) -> None:
-        self.problems.append(f"{path}: {message}" if path else message)
-
-    def interpolate(self, value: Any, path: str) -> Any:
-        if isinstance(value, str):
-
-            def env(match: re.Match[str]) -> str:
-                name = match[1]
-                if name not in os.environ:
-                    self.fail(path, f"environment variable {name} is not set")
-                    return ""
-                return os.environ[name]
-
-            return _ENV.sub(env, value)
-        if isinstance(value, list):
-            return [self.interpolate(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        if isinstance(value, dict):
-            return {k: self.interpolate(v, _join(path, str(k))) for k, v in value.items()}
-        return value
-
-    def mapping(self, value: Any, path: str, allowed: Iterable[str], what: str) -> dict | None:
-        if not isinstance(value, dict):
-            self.fail(path, f"must be a mapping of {what}, got {_kind(value)}")
-            return None
-        allowed = tuple(allowed)
-        for key in value:
-            if key not in allowed:
-                hint = _closest(str(key), allowed)
-                self.fail(
-                    _join(path, str(key)),
-                    "unknown key" + (f" (did you mean {hint!r}?)" if hint else ""),
-                )
-        return value
-
-    def text(self, data: Mapping, key: str, path: str, *, required: bool = False) -> str | None:
-        value = data.get(key)
-        if value is None or value == "":
-            if required:
-                self.fail(_join(path, key), "is required")
-            return None
-        if isinstance(value, (bool, list, dict)):
-            self.fail(_join(path, key), f"must be text, got {_kind(value)}")
-            return None
-        return str(value)
-
-    def identifier(
-        self, data: Mapping, key: str, path: str, *, required: bool = False
-    ) -> str | None:
-        value = self.text(data, key, path, required=required)
-        if value is not None and not is_identifier(value):
-            self.fail(
-                _join(path, key),
-                f"{value!r} is not a plain identifier (letters, digits and _, not starting with a digit)",
-            )
-            return None
-        return value
-
-    def integer(self, data: Mapping, key: str, path: str, default: int, low: int, high: int) -> int:
-        value = data.get(key)
-        if value is None or value == "":
-            return default
-        if isinstance(value, bool):
-            self.fail(_join(path, key), f"must be a whole number, got {_kind(value)}")
-            return default
-        try:
-            number = int(str(value))
-        except ValueError:
-            self.fail(_join(path, key), f"must be a whole number, got {value!r}")
-            return default
-        if not low <= number <= high:
-            self.fail(_join(path, key), f"must be between {low} and {high}, got {number}")
-            return default
-        return number
-
-    def boolean(self, data: Mapping, key: str, path: str, default: bool) -> bool:
-        value = data.get(key)
-        if value is None or value == "":
-            return default
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in (
-            "true",
-            "yes",
-            "on",
-            "1",
-            "false",
-            "no",
-            "off",
-            "0",
-        ):
-            return value.lower() in ("true", "yes", "on", "1")
-        self.fail(_join(path, key), f"must be true or false, got {value!r}")
-        return default
-
-    def local_path(self, value: str | None) -> Path | None:
-        if value is None:
-            return None
-        p = Path(os.path.expanduser(value))
-        # Relative paths are relative to the settings file, so cron may run from anywhere.
-        return p if p.is_absolute() else (self.base_dir / p).resolve()
+class _SettingsChecker(Checker):
+    """Builds the Settings dataclasses; plugin types' own keys are read by their blocks."""
 
     def settings(self, data: Any, path: Path) -> Settings | None:
         top = self.mapping(data, "", ("datalake", "datasources"), "'datalake' and 'datasources'")
@@ -440,7 +295,8 @@ class _Checker:
         sources: list[DatasourceSettings] = []
         if not isinstance(sources_raw, list) or not sources_raw:
             self.fail(
-                "datasources", f"must be a non-empty list of datasources, got {_kind(sources_raw)}"
+                "datasources",
+                f"must be a non-empty list of datasources, got {kind_of(sources_raw)}",
             )
         else:
             seen: dict[str, str] = {}
@@ -469,7 +325,7 @@ class _Checker:
                 # different datasources would overwrite each other's files.
                 if table.name in folders:
                     self.fail(
-                        _join(table.path, "name"),
+                        join(table.path, "name"),
                         f"table {table.name!r} is also in {folders[table.name]}; its files would "
                         "share one folder (use another base_prefix, or another settings file)",
                     )
@@ -482,46 +338,57 @@ class _Checker:
                     owners[name] = table.path
 
     def datalake(self, data: Any, path: str) -> DatalakeSettings | None:
-        d = self.mapping(data, path, _DATALAKE_KEYS, "datalake settings")
-        if d is None:
+        kind = self.text(data, "type", path) if isinstance(data, dict) else None
+        kind = kind or DEFAULT_DATALAKE
+        found = self.plugin_settings(DATALAKES, kind, "datalake", data, path, _DATALAKE_KEYS)
+        if found is None:
             return None
-        kind = self.text(d, "type", path) or "local"
-        if kind not in DATALAKE_TYPES:
-            self.fail(
-                _join(path, "type"),
-                f"unknown datalake type {kind!r} (valid: {', '.join(DATALAKE_TYPES)})",
-            )
-        bucket = self.text(d, "panorama_raw_data_bucket", path, required=kind == "aws")
-        local = self.text(d, "path", path) or ("datalake" if kind == "local" else None)
+        plugin, d = found
         compression = self.text(d, "compression", path)
         if compression not in (None, "gzip", "none"):
-            self.fail(_join(path, "compression"), f"must be gzip or none, got {compression!r}")
-        database = self.identifier(d, "datalake_database", path) or "panorama"
-        base_parts = self.base_partitions(d.get("base_partitions"), _join(path, "base_partitions"))
+            self.fail(join(path, "compression"), f"must be gzip or none, got {compression!r}")
+        specific: dict[str, Any] = {}
+        for block in plugin.blocks:
+            specific.update(block.parse(self, d, path))
         return DatalakeSettings(
             type=kind,
             base_prefix=self.identifier(d, "base_prefix", path),
-            database=database,
-            workgroup=self.text(d, "datalake_workgroup", path) or "primary",
-            base_partitions=base_parts,
-            path=self.local_path(local),
-            database_file=self.local_path(self.text(d, "database_file", path)),
-            bucket=bucket,
-            aws_access_key=self.text(d, "aws_access_key", path),
-            aws_secret_access_key=self.text(d, "aws_secret_access_key", path),
-            aws_region=self.text(d, "aws_region", path),
-            aws_profile=self.text(d, "aws_profile", path),
-            endpoint_url=self.text(d, "endpoint_url", path),
-            athena_output_location=self.text(d, "athena_output_location", path),
-            aws_max_attempts=self.integer(d, "aws_max_attempts", path, 10, 1, 100),
+            database=self.identifier(d, "datalake_database", path) or "panorama",
+            base_partitions=self.base_partitions(
+                d.get("base_partitions"), join(path, "base_partitions")
+            ),
             compression=None if compression in (None, "none") else compression,
+            **specific,
         )
+
+    def plugin_settings(
+        self,
+        registry: Mapping[str, Plugin],
+        kind: str,
+        what: str,
+        data: Any,
+        path: str,
+        common: tuple[str, ...],
+    ) -> tuple[Plugin, dict] | None:
+        """The plugin of type ``kind`` and its settings, checked against that type's own keys."""
+        plugin = registry.get(kind)
+        if plugin is None:
+            self.fail(join(path, "type"), unknown_type(registry, kind, what))
+            return None
+        d = self.mapping(
+            data,
+            path,
+            (*common, *plugin.keys),
+            f"{kind} {what} settings",
+            misplaced_keys(registry, kind, what),
+        )
+        return None if d is None else (plugin, d)
 
     def base_partitions(self, data: Any, path: str) -> tuple[BasePartition, ...]:
         if data is None:
             return ()
         if not isinstance(data, list):
-            self.fail(path, f"must be a list of {{name, type, value}}, got {_kind(data)}")
+            self.fail(path, f"must be a list of {{name, type, value}}, got {kind_of(data)}")
             return ()
         parts: list[BasePartition] = []
         for i, raw in enumerate(data):
@@ -531,22 +398,12 @@ class _Checker:
                 continue
             name = self.identifier(d, "name", p, required=True)
             value = self.text(d, "value", p, required=True)
-            ctype = self.column_type(d.get("type") or "varchar", _join(p, "type"))
+            ctype = self.column_type(d.get("type") or "varchar", join(p, "type"))
             if name in {bp.name for bp in parts}:
-                self.fail(_join(p, "name"), f"duplicate base partition {name!r}")
+                self.fail(join(p, "name"), f"duplicate base partition {name!r}")
             if name and value is not None and ctype:
                 parts.append(BasePartition(name, ctype, value))
         return tuple(parts)
-
-    def time_zone(self, data: Mapping, path: str) -> str | None:
-        value = self.text(data, "mysql_time_zone", path)
-        if value is not None and not _TIME_ZONE.match(value):
-            self.fail(
-                _join(path, "mysql_time_zone"),
-                f"{value!r} is not a time zone (use an offset such as '+00:00', SYSTEM, or a name)",
-            )
-            return None
-        return value
 
     def column_type(self, value: Any, path: str) -> ColumnType | None:
         try:
@@ -559,54 +416,23 @@ class _Checker:
         self, data: Any, path: str, datalake: DatalakeSettings | None
     ) -> DatasourceSettings | None:
         if not isinstance(data, dict):
-            self.fail(path, f"must be a mapping with type, name and tables, got {_kind(data)}")
+            self.fail(path, f"must be a mapping with type, name and tables, got {kind_of(data)}")
             return None
         kind = self.text(data, "type", path, required=True)
         if kind is None:
             return None
-        if kind not in DATASOURCE_TYPES:
-            self.fail(
-                _join(path, "type"),
-                f"unknown datasource type {kind!r} (valid: {', '.join(DATASOURCE_TYPES)})",
-            )
+        found = self.plugin_settings(DATASOURCES, kind, "datasource", data, path, _DATASOURCE_KEYS)
+        if found is None:
             return None
-        d = self.mapping(data, path, _DATASOURCE_KEYS[kind], f"{kind} datasource settings")
-        assert d is not None
+        plugin, d = found
         name = self.identifier(d, "name", path, required=True)
         if name is None:
             return None
-        mysql = None
-        if kind == "mysql" or any(
-            d.get(k) not in (None, "") for k in ("mysql_host", "mysql_username")
-        ):
-            mysql = MySQLSettings(
-                host=self.text(d, "mysql_host", path) or "localhost",
-                port=self.integer(d, "mysql_port", path, 3306, 1, 65535),
-                username=self.text(d, "mysql_username", path),
-                password=self.text(d, "mysql_password", path),
-                database=self.identifier(d, "mysql_database", path),
-                path=path,
-                time_zone=self.time_zone(d, path),
-            )
-        mongodb = None
-        if kind == "openedx_course_structures":
-            mongodb = MongoSettings(
-                host=self.text(d, "mongodb_host", path) or "localhost",
-                port=self.integer(d, "mongodb_port", path, 27017, 1, 65535),
-                username=self.text(d, "mongodb_username", path),
-                password=self.text(d, "mongodb_password", path),
-                database=self.text(d, "mongodb_database", path) or "edxapp",
-                auth_source=self.text(d, "mongodb_auth_source", path),
-                replica_set=self.text(d, "mongodb_replica_set", path),
-                tls=self.boolean(d, "mongodb_tls", path, False),
-                uri=self.text(d, "mongodb_uri", path),
-                timeout_seconds=float(
-                    self.integer(d, "mongodb_timeout_seconds", path, 10, 1, 3600)
-                ),
-                path=path,
-            )
-        tables = self.tables(d.get("tables"), _join(path, "tables"), name, datalake)
-        return DatasourceSettings(kind, name, tables, mysql, mongodb, path)
+        blocks = tuple(block.parse(self, d, path) for block in plugin.blocks)
+        tables = self.tables(d.get("tables"), join(path, "tables"), name, datalake)
+        return DatasourceSettings(
+            kind, name, tables, path, tuple(b for b in blocks if b is not None)
+        )
 
     def tables(
         self, data: Any, path: str, datasource: str, datalake: DatalakeSettings | None
@@ -614,7 +440,7 @@ class _Checker:
         if data is None:
             return ()
         if not isinstance(data, list):
-            self.fail(path, f"must be a list of tables (each '- name: ...'), got {_kind(data)}")
+            self.fail(path, f"must be a list of tables (each '- name: ...'), got {kind_of(data)}")
             return ()
         result: list[TableSettings] = []
         seen: set[str] = set()
@@ -624,7 +450,7 @@ class _Checker:
             if table is None:
                 continue
             if table.name in seen:
-                self.fail(_join(p, "name"), f"duplicate table name {table.name!r}")
+                self.fail(join(p, "name"), f"duplicate table name {table.name!r}")
             seen.add(table.name)
             result.append(table)
         return tuple(result)
@@ -636,8 +462,8 @@ class _Checker:
         if d is None:
             return None
         name = self.identifier(d, "name", path, required=True)
-        fields = self.fields(d.get("fields"), _join(path, "fields"))
-        partitions = self.partitions(d.get("partitions"), _join(path, "partitions"), fields)
+        fields = self.fields(d.get("fields"), join(path, "fields"))
+        partitions = self.partitions(d.get("partitions"), join(path, "partitions"), fields)
         if name is None:
             return None
         prefix = f"{datalake.base_prefix}_" if datalake and datalake.base_prefix else ""
@@ -659,7 +485,7 @@ class _Checker:
         if data is None:
             return ()
         if not isinstance(data, list):
-            self.fail(path, f"must be a list of {{name, type}}, got {_kind(data)}")
+            self.fail(path, f"must be a list of {{name, type}}, got {kind_of(data)}")
             return ()
         result: list[FieldSettings] = []
         seen: set[str] = set()
@@ -669,11 +495,11 @@ class _Checker:
             if d is None:
                 continue
             name = self.identifier(d, "name", p, required=True)
-            ctype = self.column_type(d.get("type"), _join(p, "type")) if "type" in d else None
+            ctype = self.column_type(d.get("type"), join(p, "type")) if "type" in d else None
             if "type" not in d:
-                self.fail(_join(p, "type"), "is required")
+                self.fail(join(p, "type"), "is required")
             if name and name.lower() in seen:
-                self.fail(_join(p, "name"), f"duplicate field name {name!r}")
+                self.fail(join(p, "name"), f"duplicate field name {name!r}")
             if name and ctype:
                 seen.add(name.lower())
                 constant = "value" in d
@@ -698,12 +524,12 @@ class _Checker:
         part_fields: list[str] = []
         if not isinstance(raw_fields, list):
             self.fail(
-                _join(path, "partition_fields"),
-                f"must be a list of field names, got {_kind(raw_fields)}",
+                join(path, "partition_fields"),
+                f"must be a list of field names, got {kind_of(raw_fields)}",
             )
             raw_fields = []
         for i, pf in enumerate(raw_fields):
-            p = f"{_join(path, 'partition_fields')}[{i}]"
+            p = f"{join(path, 'partition_fields')}[{i}]"
             if not isinstance(pf, str) or pf not in names:
                 self.fail(p, f"{pf!r} is not one of the table's fields")
             elif names[pf].constant:
@@ -713,48 +539,23 @@ class _Checker:
         timestamp = self.text(d, "timestamp_field", path)
         if timestamp is not None and timestamp not in names:
             self.fail(
-                _join(path, "timestamp_field"), f"{timestamp!r} is not one of the table's fields"
+                join(path, "timestamp_field"), f"{timestamp!r} is not one of the table's fields"
             )
         interval = None
         if d.get("interval") not in (None, ""):
             try:
                 interval = parse_interval(d["interval"])
             except ValueError as exc:
-                self.fail(_join(path, "interval"), str(exc))
+                self.fail(join(path, "interval"), str(exc))
             if timestamp is None:
-                self.fail(_join(path, "timestamp_field"), "is required when interval is set")
+                self.fail(join(path, "timestamp_field"), "is required when interval is set")
             if not raw_fields:
                 self.fail(
-                    _join(path, "partition_fields"),
+                    join(path, "partition_fields"),
                     "incremental updates need at least one partition field",
                 )
         elif timestamp is not None:
-            self.fail(_join(path, "interval"), "is required when timestamp_field is set")
+            self.fail(join(path, "interval"), "is required when timestamp_field is set")
         if not part_fields and not raw_fields:
             return None
         return PartitionSettings(tuple(part_fields), timestamp, interval)
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, (int, float)):
-        return f"a number ({value})"
-    return f"text ({value!r})"
-
-
-def _closest(key: str, allowed: Iterable[str]) -> str | None:
-    import difflib
-
-    matches = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.75)
-    return matches[0] if matches else None

@@ -243,7 +243,9 @@ def test_no_secret_in_any_output(
     ]
     source = mysql_source(mysql_server, scratch_db, tables)
     source.update(mysql_username="secret_tester", mysql_password="${PANORAMA_TEST_DB_PASSWORD}")
-    lake = local_datalake(tmp_path / "lake", aws_secret_access_key="AKIASECRETVALUE123")
+    # A local datalake has no key (an aws key there is a settings error): the datalake's
+    # secrets are masked as tests/test_settings.py shows.
+    lake = local_datalake(tmp_path / "lake")
     good = write_settings(tmp_path / "good.yaml", lake, [source])
     bad = write_settings(tmp_path / "bad.yaml", lake, [{**source, "mysql_database": "no_such_db"}])
     worse = write_settings(tmp_path / "worse.yaml", lake, [{**source, "mysql_port": 1}])
@@ -274,7 +276,6 @@ def test_no_secret_in_any_output(
     assert "may not use database 'no_such_db', or it does not exist" in everything
     assert "cannot connect" in everything
     assert secret not in everything
-    assert "AKIASECRETVALUE123" not in everything
 
 
 def test_endpoint_credentials_are_secrets() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +113,15 @@ def edit(path: str, value: Any, delete: bool = False) -> dict[str, Any]:
 T0 = "datasources[0].tables[0]"
 
 
+def aws_datalake(**extra: Any) -> dict[str, Any]:
+    """The base settings with an aws datalake (bucket set) plus ``extra`` keys."""
+    data = copy.deepcopy(base())
+    lake = data["datalake"]
+    del lake["path"]
+    lake.update(type="aws", panorama_raw_data_bucket="b", **extra)
+    return data
+
+
 def two_sources_same_table() -> dict[str, Any]:
     data = copy.deepcopy(base())
     second = copy.deepcopy(data["datasources"][0])
@@ -135,6 +146,30 @@ CASES = [
     (edit("datalake.type", "aws"), "datalake.panorama_raw_data_bucket: is required"),
     (edit("datalake.colour", "blue"), "datalake.colour: unknown key"),
     (
+        aws_datalake(path="lake"),
+        "datalake.path: datalakes of type 'aws' do not read it (only type local)",
+    ),
+    (
+        edit("datalake.aws_secret_access_key", "x"),
+        "datalake.aws_secret_access_key: datalakes of type 'local' do not read it (only type aws)",
+    ),
+    (
+        edit("datalake.datalake_workgroup", "primary"),
+        "datalake.datalake_workgroup: datalakes of type 'local' do not read it (only type aws)",
+    ),
+    (
+        aws_datalake(aws_regoin="us-east-1"),
+        "datalake.aws_regoin: unknown key (did you mean 'aws_region'?)",
+    ),
+    (
+        edit("datalake.databse_file", "x.duckdb"),
+        "datalake.databse_file: unknown key (did you mean 'database_file'?)",
+    ),
+    (
+        aws_datalake(aws_max_attempts=0),
+        "datalake.aws_max_attempts: must be between 1 and 100, got 0",
+    ),
+    (
         edit("datalake.base_prefix", "my-app"),
         "datalake.base_prefix: 'my-app' is not a plain identifier",
     ),
@@ -151,6 +186,15 @@ CASES = [
         "datasources[0].type: unknown datasource type 'csv' (valid: mysql, openedx_course_structures)",
     ),
     (edit("datasources[0].type", None, delete=True), "datasources[0].type: is required"),
+    (
+        edit("datasources[0].mongodb_host", "m"),
+        "datasources[0].mongodb_host: datasources of type 'mysql' do not read it "
+        "(only type openedx_course_structures)",
+    ),
+    (
+        edit("datasources[0].mysql_time_zone", "+00:00; SET x=1"),
+        "datasources[0].mysql_time_zone: '+00:00; SET x=1' is not a time zone",
+    ),
     (
         edit("datasources[0].mysql_pasword", "x"),
         "datasources[0].mysql_pasword: unknown key (did you mean 'mysql_password'?)",
@@ -266,3 +310,86 @@ def test_passwords_are_not_in_repr() -> None:
     settings = parse_settings(base(), Path("s.yaml"))
     assert "'p'" not in repr(settings.datasources[0].mysql)
     yaml.safe_dump(base())  # the base document itself stays plain YAML
+
+
+def test_each_datalake_type_reads_its_own_keys() -> None:
+    lake = parse_settings(
+        aws_datalake(aws_region="eu-west-1", datalake_workgroup="wg"), Path("s.yaml")
+    ).datalake
+    assert (lake.type, lake.bucket, lake.aws_region, lake.workgroup, lake.path) == (
+        "aws",
+        "b",
+        "eu-west-1",
+        "wg",
+        None,
+    )
+    local = parse_settings(edit("datalake.database_file", "cat.duckdb"), Path("/x/s.yaml"))
+    assert local.datalake.database_file == Path("/x/cat.duckdb")
+    assert local.datalake.bucket is None
+
+
+def test_each_datasource_gets_the_typed_settings_of_its_type() -> None:
+    data = copy.deepcopy(base())
+    data["datasources"].append(
+        {
+            "type": "openedx_course_structures",
+            "name": "cs",
+            "mongodb_host": "mongo",
+            "mongodb_password": "mpw",
+            "tables": [],
+        }
+    )
+    mysql_source, structures = parse_settings(data, Path("s.yaml")).datasources
+    assert mysql_source.mysql is not None and mysql_source.mysql.host == "h"
+    assert mysql_source.mongodb is None
+    # No mysql_host nor mysql_username: course structures read MongoDB's active versions.
+    assert structures.mysql is None
+    assert structures.mongodb is not None and structures.mongodb.host == "mongo"
+
+
+def test_every_registered_plugin_is_a_real_class_of_its_kind() -> None:
+    from panorama_elt.datalakes import REGISTRY as DATALAKES
+    from panorama_elt.datalakes.base import Datalake
+    from panorama_elt.datasources import REGISTRY as DATASOURCES
+    from panorama_elt.datasources.base import Datasource
+
+    for registry, base_class in ((DATASOURCES, Datasource), (DATALAKES, Datalake)):
+        for name, plugin in registry.items():
+            assert issubclass(plugin.load(), base_class), name
+
+
+def test_validating_settings_imports_no_driver() -> None:
+    """Declaring each plugin's keys must not load pymysql, pymongo, boto3 or duckdb."""
+    code = (
+        "import sys; from panorama_elt.settings import load_settings; "
+        f"load_settings({str(TEMPLATE)!r}); "
+        "print(sorted(m for m in ('pymysql', 'pymongo', 'boto3', 'botocore', 'duckdb') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_secrets_of_every_settings_block_are_masked() -> None:
+    from panorama_elt.secrets import MASK, SecretFilter
+
+    data = copy.deepcopy(base())
+    data["datasources"].append(
+        {
+            "type": "openedx_course_structures",
+            "name": "cs",
+            "mongodb_password": "mongo-pw-1",
+            "mongodb_uri": "mongodb://u:uri-pw-2@m/x",
+            "mysql_host": "h",
+            "mysql_password": "course-index-pw-3",
+            "tables": [],
+        }
+    )
+    lake = aws_datalake(aws_access_key="AKIAEXAMPLE4", aws_secret_access_key="lake-secret-5")
+    data["datalake"] = lake["datalake"]
+    secret_filter = SecretFilter()
+    secret_filter.add_from_settings(parse_settings(data, Path("s.yaml")))
+    line = "mongo-pw-1 course-index-pw-3 AKIAEXAMPLE4 lake-secret-5 mysql p4ss"
+    assert secret_filter.scrub(line) == f"{MASK} {MASK} {MASK} {MASK} mysql p4ss"

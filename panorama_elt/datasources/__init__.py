@@ -1,22 +1,34 @@
-"""Datasource plugins: one module each, imported only when used."""
+"""Datasource plugins: one module each, imported only when used.
+
+Adding a type: write its module (the class), declare its settings as ``SettingsBlock``s in a
+module that imports no driver (see ``source_settings.py``: a frozen dataclass, its key tuple
+and a parse function), and add a ``Plugin`` entry here. Settings validation then accepts
+exactly those keys for that type (plus type, name and tables), and the plugin reads its
+typed settings with ``settings.block(TheDataclass)``.
+"""
 
 from __future__ import annotations
 
-from panorama_elt.datasources.base import Datasource
-from panorama_elt.plugins import load_plugin
-from panorama_elt.settings import DatasourceSettings
+from typing import TYPE_CHECKING
 
-REGISTRY: dict[str, str] = {
-    "mysql": "panorama_elt.datasources.mysql:MySQLDatasource",
-    "openedx_course_structures": (
-        "panorama_elt.datasources.openedx_course_structures:CourseStructuresDatasource"
+from panorama_elt.datasources.source_settings import MONGODB, MYSQL, OPTIONAL_MYSQL
+from panorama_elt.plugins import Plugin
+
+if TYPE_CHECKING:
+    from panorama_elt.datasources.base import Datasource
+    from panorama_elt.settings import DatasourceSettings
+
+REGISTRY: dict[str, Plugin] = {
+    "mysql": Plugin("panorama_elt.datasources.mysql:MySQLDatasource", (MYSQL,)),
+    "openedx_course_structures": Plugin(
+        "panorama_elt.datasources.openedx_course_structures:CourseStructuresDatasource",
+        # The MySQL course index is optional: without it, MongoDB's active_versions is read.
+        (OPTIONAL_MYSQL, MONGODB),
     ),
 }
 
 
 def make_datasource(settings: DatasourceSettings) -> Datasource:
-    """Instantiate the plugin for ``settings.type``."""
-    instance: Datasource = load_plugin(
-        REGISTRY, settings.type, f"{settings.path}.type", "datasource"
-    )(settings)
+    """Instantiate the plugin for ``settings.type`` (validated to be in REGISTRY)."""
+    instance: Datasource = REGISTRY[settings.type].load()(settings)
     return instance
