@@ -362,7 +362,10 @@ class MySQLDatasource(Datasource):
 
     def describe(self, tables: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
         sql = (
-            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS "
+            # Aliased: MySQL 8 labels information_schema columns in upper case, MariaDB and
+            # 5.7 as written; the aliases make the labels the same on every server.
+            "SELECT TABLE_NAME AS table_name, COLUMN_NAME AS column_name, "
+            "COLUMN_TYPE AS column_type FROM information_schema.COLUMNS "
             f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({', '.join(['%s'] * len(tables))}) "
             "ORDER BY TABLE_NAME, ORDINAL_POSITION"
         )
