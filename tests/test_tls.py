@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import mongomock
 import pymongo
 import pytest
 from click.testing import CliRunner
@@ -33,6 +34,7 @@ from panorama_elt.datasources import openedx_course_structures as cs
 from panorama_elt.datasources.mysql import MySQLDatasource
 from panorama_elt.errors import SourceError
 from panorama_elt.settings import load_settings, parse_settings
+from panorama_elt.synthetic.modulestore import COURSE_INDEX_DDL
 from tests.conftest import ROOT, local_datalake, write_settings
 
 USER, PASSWORD, DATABASE = "tls_reader", "tls-reader-pw", "tls_source"
@@ -147,6 +149,8 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         DROP DATABASE IF EXISTS {DATABASE};
         CREATE DATABASE {DATABASE};
         CREATE TABLE {DATABASE}.notes (id int PRIMARY KEY, body varchar(20));
+        USE {DATABASE};
+        {COURSE_INDEX_DDL.rstrip().rstrip(";")};
         INSERT INTO {DATABASE}.notes VALUES (1, 'first'), (2, 'second'), (3, NULL);
         DROP USER IF EXISTS '{USER}'@'127.0.0.1';
         CREATE USER '{USER}'@'127.0.0.1' IDENTIFIED BY '{PASSWORD}' REQUIRE SSL;
@@ -276,14 +280,61 @@ def test_an_unverified_or_refused_session_fails_the_run(
     assert not list((tmp_path / "lake").rglob("*.csv"))
 
 
+COURSE_INDEX_CASES = [
+    pytest.param({"mysql_ssl_ca": "ca"}, None, id="verified"),
+    pytest.param(
+        {"mysql_ssl_ca": "other_ca"}, "TLS: the server's certificate is not trusted", id="wrong-ca"
+    ),
+    pytest.param({"mysql_ssl": False}, "access denied for user 'tls_reader'", id="no-tls"),
+]
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("tls, cause", COURSE_INDEX_CASES)
+def test_the_course_index_connection_uses_the_tls_settings(
+    tmp_path: Path,
+    tls_server: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tls: dict[str, Any],
+    cause: str | None,
+) -> None:
+    """Course structures read their MySQL course index with the same mysql_ssl* keys."""
+    monkeypatch.setattr(cs, "mongo_client_factory", lambda *a, **k: mongomock.MongoClient())
+    entry = {
+        "type": "openedx_course_structures",
+        "name": "structures",
+        "mysql_host": tls_server["host"],
+        "mysql_port": tls_server["port"],
+        "mysql_username": USER,
+        "mysql_password": PASSWORD,
+        "mysql_database": DATABASE,
+        **{k: str(tls_server[v]) if k == "mysql_ssl_ca" else v for k, v in tls.items()},
+        "tables": [],
+    }
+    raw = {"datalake": local_datalake(tmp_path / "lake"), "datasources": [entry]}
+    source = cs.CourseStructuresDatasource(parse_settings(raw, tmp_path / "s.yaml").datasources[0])
+    try:
+        if cause is None:
+            source.test_connection()  # the REQUIRE SSL user reads the course index
+            return
+        with pytest.raises(SourceError) as caught:
+            source.test_connection()
+    finally:
+        source.close()
+    message = str(caught.value)
+    assert cause in message and f"{tls_server['host']}:{tls_server['port']}" in message
+    assert "\n" not in message and PASSWORD not in message
+
+
 # --- MongoDB: the real pymongo client against a TLS listener --------------------------------
 
 
 class TLSListener:
     """A TLS endpoint on 127.0.0.1 with the throwaway server certificate.
 
-    It completes TLS handshakes (and counts them), then closes the connection: enough to see
-    pymongo's certificate and host name checks at work, as there is no MongoDB server here.
+    It counts the TLS sessions in which the client went on to send its first message, then
+    closes the connection: enough to see pymongo's certificate and host name checks at work,
+    as there is no MongoDB server here.
     """
 
     def __init__(self, cert: Path, key: Path) -> None:
@@ -292,7 +343,7 @@ class TLSListener:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.sock.settimeout(0.2)
         self.port = int(self.sock.getsockname()[1])
-        self.handshakes = 0
+        self.sessions = 0
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
@@ -307,8 +358,10 @@ class TLSListener:
                 conn.settimeout(2)
                 try:
                     with self.context.wrap_socket(conn, server_side=True) as tls:
-                        self.handshakes += 1
-                        tls.recv(1024)  # pymongo's hello; no answer: the client gives up
+                        # A client sends its hello only once it accepted the certificate
+                        # (with TLS 1.3 the server's side of the handshake ends before).
+                        if tls.recv(1024):
+                            self.sessions += 1
                 except OSError:  # the client refused our certificate, or went away
                     continue
 
@@ -352,12 +405,12 @@ MONGO_CASES = [
 ]
 
 
-@pytest.mark.parametrize("tls, handshake, cause", MONGO_CASES)
+@pytest.mark.parametrize("tls, accepted, cause", MONGO_CASES)
 def test_mongodb_tls_settings_reach_pymongo(
     tmp_path: Path,
     mongo_tls: tuple[TLSListener, dict],
     tls: dict[str, Any],
-    handshake: bool,
+    accepted: bool,
     cause: str | None,
 ) -> None:
     listener, certs = mongo_tls
@@ -373,7 +426,7 @@ def test_mongodb_tls_settings_reach_pymongo(
     raw = {"datalake": local_datalake(tmp_path / "lake"), "datasources": [entry]}
     settings = parse_settings(raw, tmp_path / "settings.yaml").datasources[0]
     assert cs.mongo_client_factory is pymongo.MongoClient  # production's client, no mock
-    before = listener.handshakes
+    before = listener.sessions
     source = cs.CourseStructuresDatasource(settings)
     try:
         with pytest.raises(SourceError) as caught:
@@ -382,7 +435,7 @@ def test_mongodb_tls_settings_reach_pymongo(
         source.close()
     message = str(caught.value)
     assert "\n" not in message and message.startswith("datasource structures (mongodb://")
-    assert (listener.handshakes > before) is handshake, message
+    assert (listener.sessions > before) is accepted, message
     if cause:
         assert cause in message
     else:
