@@ -156,9 +156,11 @@ def extract_and_load(
 ) -> None:
     """Extract tables, upload their files and register new partitions."""
     from panorama_elt.runner import Runner, results_document
+    from panorama_elt.secret_columns import warn_secret_columns
 
     settings = ctx.settings
     tables = select(settings)
+    warn_secret_columns(tables)
     if results_file and not Path(results_file).resolve().parent.is_dir():
         raise UsageError(f"--results-file: folder {Path(results_file).parent} does not exist")
     started = datetime.now(UTC)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from panorama_elt.column_types import ColumnType, parse_column_type
+from panorama_elt.datalakes import DEFAULT_TYPE as DEFAULT_DATALAKE
 from panorama_elt.datalakes import REGISTRY as DATALAKES
 from panorama_elt.datasources import REGISTRY as DATASOURCES
 from panorama_elt.datasources.source_settings import MongoSettings, MySQLSettings
@@ -340,7 +341,7 @@ class _SettingsChecker(Checker):
 
     def datalake(self, data: Any, path: str) -> DatalakeSettings | None:
         kind = self.text(data, "type", path) if isinstance(data, dict) else None
-        kind = kind or "local"
+        kind = kind or DEFAULT_DATALAKE
         found = self.plugin_settings(DATALAKES, kind, "datalake", data, path, _DATALAKE_KEYS)
         if found is None:
             return None

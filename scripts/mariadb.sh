@@ -8,11 +8,15 @@
 #
 # Everything lives in ${PANORAMA_BUILD_DIR:-<repo>/build}/mariadb. The system datadir
 # (/var/lib/mysql) and the system mariadb service are never used or touched.
+# PANORAMA_MYSQL_TLS_DIR=<dir> (with its own PANORAMA_BUILD_DIR and port) makes the server offer
+# TLS with <dir>/ca.pem, <dir>/server.pem and <dir>/server-key.pem: the TLS tests run such a
+# second instance, so the main one (tests, demo, bench) keeps running without TLS.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD_DIR="${PANORAMA_BUILD_DIR:-$REPO/build}"
 PORT="${PANORAMA_MYSQL_PORT:-33061}"
+TLS_DIR="${PANORAMA_MYSQL_TLS_DIR:-}"
 mkdir -p "$BUILD_DIR/mariadb"
 MDB="$(cd "$BUILD_DIR/mariadb" && pwd)"   # absolute, even if PANORAMA_BUILD_DIR is relative
 DATADIR="$MDB/data" SOCKET="$MDB/mysqld.sock" PIDFILE="$MDB/mysqld.pid"
@@ -53,9 +57,14 @@ resolve_bins() {
 
 # Our own option file: passed with --defaults-file so /etc/mysql/*.cnf is never read.
 write_cnf() {
-  local user_line=""
+  local user_line="" tls_lines=""
   # mariadbd refuses to run as root unless told to explicitly.
   [[ "$(id -u)" == 0 ]] && user_line="user=root"
+  if [[ -n "$TLS_DIR" ]]; then
+    tls_lines="ssl_ca=$TLS_DIR/ca.pem
+ssl_cert=$TLS_DIR/server.pem
+ssl_key=$TLS_DIR/server-key.pem"
+  fi
   cat > "$CNF" <<EOF
 [mysqld]
 $user_line
@@ -76,6 +85,7 @@ sql-mode=NO_ENGINE_SUBSTITUTION
 innodb_buffer_pool_size=256M
 innodb_flush_log_at_trx_commit=2
 max_connections=200
+$tls_lines
 
 [client]
 socket=$SOCKET

@@ -378,7 +378,8 @@ def test_no_secret_in_any_output(
     ]
     source = mysql_source(mysql_server, scratch_db, tables)
     source.update(mysql_username="secret_tester", mysql_password="${PANORAMA_TEST_DB_PASSWORD}")
-    # (AWS keys are masked too: test_aws covers them; a local datalake refuses AWS keys.)
+    # A local datalake has no key (an aws key there is a settings error): the datalake's
+    # secrets are masked as tests/test_settings.py shows.
     lake = local_datalake(tmp_path / "lake")
     good = write_settings(tmp_path / "good.yaml", lake, [source])
     bad = write_settings(tmp_path / "bad.yaml", lake, [{**source, "mysql_database": "no_such_db"}])

@@ -124,6 +124,13 @@ def edit(path: str, value: Any, delete: bool = False) -> dict[str, Any]:
 T0 = "datasources[0].tables[0]"
 
 
+def with_keys(**keys: Any) -> dict[str, Any]:
+    """The base settings with ``keys`` added to the mysql datasource."""
+    data = copy.deepcopy(base())
+    data["datasources"][0].update(keys)
+    return data
+
+
 def aws_datalake(**extra: Any) -> dict[str, Any]:
     """The base settings with an aws datalake (bucket set) plus ``extra`` keys."""
     data = copy.deepcopy(base())
@@ -201,6 +208,30 @@ CASES = [
         edit("datasources[0].mongodb_host", "m"),
         "datasources[0].mongodb_host: datasources of type 'mysql' do not read it "
         "(only type openedx_course_structures)",
+    ),
+    (
+        edit("datasources[0].mysql_ssl", "maybe"),
+        "datasources[0].mysql_ssl: must be true or false, got 'maybe'",
+    ),
+    (
+        edit("datasources[0].mysql_ssl_ca", "/nonexistent/ca.pem"),
+        "datasources[0].mysql_ssl_ca: file /nonexistent/ca.pem not found",
+    ),
+    (
+        with_keys(mysql_ssl=False, mysql_ssl_verify_cert=True),
+        "datasources[0].mysql_ssl: is false (no TLS) but mysql_ssl_verify_cert set",
+    ),
+    (
+        with_keys(mysql_ssl=True, mysql_ssl_verify_cert=False, mysql_ssl_verify_identity=True),
+        "datasources[0].mysql_ssl_verify_identity: needs mysql_ssl_verify_cert",
+    ),
+    (
+        edit("datasources[0].mysql_ssl_cert", str(TEMPLATE)),
+        "datasources[0].mysql_ssl_key: is required with mysql_ssl_key and mysql_ssl_cert",
+    ),
+    (
+        edit("datasources[0].mongodb_tls_ca_file", "ca.pem"),
+        "datasources[0].mongodb_tls_ca_file: datasources of type 'mysql' do not read it",
     ),
     (
         edit("datasources[0].mysql_time_zone", "+00:00; SET x=1"),
@@ -404,3 +435,62 @@ def test_secrets_of_every_settings_block_are_masked() -> None:
     secret_filter.add_from_settings(parse_settings(data, Path("s.yaml")))
     line = "mongo-pw-1 course-index-pw-3 AKIAEXAMPLE4 lake-secret-5 mysql p4ss"
     assert secret_filter.scrub(line) == f"{MASK} {MASK} {MASK} {MASK} mysql p4ss"
+
+
+def test_mysql_tls_defaults_verify_what_can_be_verified(tmp_path: Path) -> None:
+    from panorama_elt.datasources.source_settings import MySQLTLS
+
+    ca, cert, key = (tmp_path / n for n in ("ca.pem", "client.pem", "client-key.pem"))
+    for file in (ca, cert, key):
+        file.write_text("PEM")
+    files = {"ca": "ca.pem", "cert": "client.pem", "key": "client-key.pem"}
+    table = [
+        ({}, None),  # PyMySQL's preferred mode: TLS if offered, nothing verified
+        ({"mysql_ssl": False}, MySQLTLS(required=False)),
+        ({"mysql_ssl": True}, MySQLTLS(True, None, None, None, True, True)),
+        ({"mysql_ssl_ca": "ca"}, MySQLTLS(True, ca, None, None, True, True)),
+        (
+            {"mysql_ssl_ca": "ca", "mysql_ssl_verify_identity": False},
+            MySQLTLS(True, ca, None, None, True, False),
+        ),
+        (
+            {"mysql_ssl": True, "mysql_ssl_verify_cert": False},
+            MySQLTLS(True, None, None, None, False, False),
+        ),
+        (
+            {"mysql_ssl_cert": "cert", "mysql_ssl_key": "key"},
+            MySQLTLS(True, None, cert, key, False, False),
+        ),
+    ]
+    for keys, expected in table:
+        values = {
+            k: files[v] if k.startswith("mysql_ssl_") and k[10:] in files else v
+            for k, v in keys.items()
+        }
+        settings = parse_settings(with_keys(**values), tmp_path / "s.yaml")
+        mysql = settings.datasources[0].mysql
+        assert mysql is not None and mysql.tls == expected, keys
+
+
+def test_a_mongodb_ca_file_turns_tls_on(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("PEM")
+    data = copy.deepcopy(base())
+    data["datasources"] = [
+        {
+            "type": "openedx_course_structures",
+            "name": "cs",
+            "mongodb_tls_ca_file": "ca.pem",
+            "mongodb_auth_source": "admin",
+            "tables": [],
+        }
+    ]
+    mongo = parse_settings(data, tmp_path / "s.yaml").datasources[0].mongodb
+    assert mongo is not None
+    assert (mongo.tls, mongo.tls_ca_file, mongo.tls_allow_invalid_hostnames) == (
+        True,
+        tmp_path / "ca.pem",
+        False,
+    )
+    data["datasources"][0]["mongodb_tls"] = False
+    with pytest.raises(SettingsError, match="mongodb_tls: is false but mongodb_tls_ca_file is set"):
+        parse_settings(data, tmp_path / "s.yaml")

@@ -11,6 +11,9 @@ if TYPE_CHECKING:
     from panorama_elt.datalakes.base import Datalake
     from panorama_elt.settings import DatalakeSettings
 
+# A settings file without datalake.type gets this one.
+DEFAULT_TYPE = "local"
+
 REGISTRY: dict[str, Plugin] = {
     "local": Plugin("panorama_elt.datalakes.local:LocalDatalake", (LOCAL,)),
     "aws": Plugin("panorama_elt.datalakes.aws:AwsDatalake", (AWS,)),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -149,6 +150,7 @@ class MySQLDatasource(Datasource):
             raise SourceError(f"{where}: mysql_username is not set")
         if not s.database:
             raise SourceError(f"{where}: mysql_database is not set")
+        tls = tls_arguments(s, where)
         try:
             connection = pymysql.connect(
                 host=s.host,
@@ -164,6 +166,7 @@ class MySQLDatasource(Datasource):
                 read_timeout=1800,
                 write_timeout=600,
                 autocommit=True,
+                **tls,
             )
             if s.time_zone:
                 try:
@@ -176,8 +179,11 @@ class MySQLDatasource(Datasource):
         except pymysql.err.OperationalError as exc:
             code = exc.args[0] if exc.args else None
             if code == _ACCESS_DENIED:
+                # A user created REQUIRE SSL is refused the same way when TLS is off.
+                no_tls = "; or the user requires TLS" if s.tls and not s.tls.required else ""
                 raise SourceError(
-                    f"{where}: access denied for user {s.username!r} (check mysql_username and mysql_password)"
+                    f"{where}: access denied for user {s.username!r} (check mysql_username "
+                    f"and mysql_password{no_tls})"
                 ) from None
             if code == _NO_DATABASE_ACCESS:
                 raise SourceError(
@@ -193,9 +199,18 @@ class MySQLDatasource(Datasource):
                 raise SourceError(
                     f"{where}: database {s.database!r} does not exist (check mysql_database)"
                 ) from None
-            raise SourceError(f"{where}: cannot connect ({_reason(exc)})") from None
+            raise SourceError(
+                f"{where}: cannot connect ({_tls_failure(exc, s) or _reason(exc)})"
+            ) from None
         except (pymysql.err.MySQLError, OSError) as exc:
             raise SourceError(f"{where}: cannot connect ({_reason(exc)})") from None
+        except RuntimeError as exc:
+            # PyMySQL without `cryptography` cannot answer MySQL 8's RSA password exchange.
+            if "cryptography" not in str(exc):
+                raise
+            raise SourceError(
+                f"{where}: cannot log in: {exc} (install the pinned requirements.txt: PyMySQL[rsa])"
+            ) from None
         return self._connection
 
     def test_connection(self) -> str:
@@ -266,6 +281,7 @@ class MySQLDatasource(Datasource):
                 f"AND t.TABLE_NAME IN ({', '.join(['%s'] * len(names))}) "
                 "GROUP BY t.TABLE_NAME, t.DATA_LENGTH"
             )
+            self.connect()  # a server that cannot be reached fails the table, not this query
             self._info = {}
             try:
                 rows = self._query_all(sql, names)
@@ -348,7 +364,10 @@ class MySQLDatasource(Datasource):
 
     def describe(self, tables: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
         sql = (
-            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS "
+            # Aliased: MySQL 8 labels information_schema columns in upper case, MariaDB and
+            # 5.7 as written; the aliases make the labels the same on every server.
+            "SELECT TABLE_NAME AS table_name, COLUMN_NAME AS column_name, "
+            "COLUMN_TYPE AS column_type FROM information_schema.COLUMNS "
             f"WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN ({', '.join(['%s'] * len(tables))}) "
             "ORDER BY TABLE_NAME, ORDINAL_POSITION"
         )
@@ -382,6 +401,54 @@ class MySQLDatasource(Datasource):
 
     def close(self) -> None:
         self._discard()
+
+
+def tls_arguments(s: MySQLSettings, where: str) -> dict[str, Any]:
+    """pymysql.connect arguments for the TLS settings (none: PyMySQL's preferred mode)."""
+    if s.tls is None:
+        return {}
+    if not s.tls.required:
+        return {"ssl_disabled": True}
+    # Our own context: PyMySQL would verify nothing without a CA file, where mysql_ssl: true
+    # means verified against the system's CAs.
+    context = ssl.create_default_context(cafile=str(s.tls.ca) if s.tls.ca else None)
+    # MySQL's auto-generated certificates fail Python 3.13's strict X.509 checks (PyMySQL
+    # relaxes them the same way); the chain and the host name are still verified.
+    context.verify_flags &= ~ssl.VERIFY_X509_STRICT
+    context.check_hostname = s.tls.verify_identity
+    context.verify_mode = ssl.CERT_REQUIRED if s.tls.verify_cert else ssl.CERT_NONE
+    if s.tls.cert and s.tls.key:
+        try:
+            context.load_cert_chain(str(s.tls.cert), str(s.tls.key))
+        except (ssl.SSLError, OSError) as exc:
+            raise SourceError(
+                f"{where}: cannot use mysql_ssl_cert/mysql_ssl_key "
+                f"{s.tls.cert}, {s.tls.key}: {exc.strerror or exc}"
+            ) from None
+    return {"ssl": context}
+
+
+def _tls_failure(exc: pymysql.err.OperationalError, s: MySQLSettings) -> str | None:
+    """A TLS handshake failure in words, with the setting to check; None for other errors."""
+    cause = getattr(exc, "original_exception", None) or exc.__cause__ or exc.__context__
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        problem = (cause.verify_message or str(cause)).rstrip(".")
+        if "mismatch" in problem.lower():
+            return (
+                f"TLS: the server's certificate does not name {s.host!r}: {problem} (set "
+                "mysql_host to a name the certificate holds, or mysql_ssl_verify_identity: false)"
+            )
+        ca = (
+            f"mysql_ssl_ca {s.tls.ca}"
+            if s.tls and s.tls.ca
+            else "the system's CAs (no mysql_ssl_ca)"
+        )
+        return f"TLS: the server's certificate is not trusted: {problem} (checked against {ca})"
+    if isinstance(cause, ssl.SSLError):
+        return f"TLS handshake failed: {cause.reason or cause}"
+    if exc.args and exc.args[0] == pymysql.constants.CR.CR_SSL_CONNECTION_ERROR:
+        return f"TLS: {exc.args[1]} (mysql_ssl or a mysql_ssl_* setting asks for TLS)"
+    return None
 
 
 def _reason(exc: BaseException) -> str:

@@ -168,6 +168,8 @@ def client_arguments(s: MongoSettings) -> tuple[tuple[Any, ...], dict[str, Any]]
         "serverSelectionTimeoutMS": timeout_ms,
         "connectTimeoutMS": timeout_ms,
         "appname": "panorama-elt",
+        # Beside a URI too: the CA file is a path on this machine, not part of the address.
+        **tls_options(s),
     }
     if s.uri:
         return (s.uri,), options
@@ -179,9 +181,19 @@ def client_arguments(s: MongoSettings) -> tuple[tuple[Any, ...], dict[str, Any]]
         )
     if s.replica_set:
         options["replicaSet"] = s.replica_set
+    return (), options
+
+
+def tls_options(s: MongoSettings) -> dict[str, Any]:
+    """MongoClient TLS options: the CA file and the host name check (on by default)."""
+    options: dict[str, Any] = {}
     if s.tls:
         options["tls"] = True
-    return (), options
+    if s.tls_ca_file is not None:
+        options["tlsCAFile"] = str(s.tls_ca_file)
+    if s.tls_allow_invalid_hostnames:
+        options["tlsAllowInvalidHostnames"] = True
+    return options
 
 
 def public_address(s: MongoSettings) -> str:

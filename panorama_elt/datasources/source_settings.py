@@ -30,6 +30,23 @@ class MySQLSettings:
     database: str | None
     path: str = ""
     time_zone: str | None = None
+    tls: MySQLTLS | None = None
+
+
+@dataclass(frozen=True)
+class MySQLTLS:
+    """TLS to MySQL, once settled: ``required`` False = no TLS at all (``mysql_ssl: false``).
+
+    Without any mysql_ssl* key a datasource has no MySQLTLS: PyMySQL's default then applies
+    (TLS when the server offers it, nothing verified).
+    """
+
+    required: bool
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    verify_cert: bool = False
+    verify_identity: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,6 +64,8 @@ class MongoSettings:
     uri: str | None = field(repr=False)
     timeout_seconds: float
     path: str = ""
+    tls_ca_file: Path | None = None
+    tls_allow_invalid_hostnames: bool = False
 
 
 MYSQL_KEYS = (
@@ -56,6 +75,12 @@ MYSQL_KEYS = (
     "mysql_password",
     "mysql_database",
     "mysql_time_zone",
+    "mysql_ssl",
+    "mysql_ssl_ca",
+    "mysql_ssl_cert",
+    "mysql_ssl_key",
+    "mysql_ssl_verify_cert",
+    "mysql_ssl_verify_identity",
 )
 MONGODB_KEYS = (
     "mongodb_host",
@@ -66,6 +91,8 @@ MONGODB_KEYS = (
     "mongodb_auth_source",
     "mongodb_replica_set",
     "mongodb_tls",
+    "mongodb_tls_ca_file",
+    "mongodb_tls_allow_invalid_hostnames",
     "mongodb_uri",
     "mongodb_timeout_seconds",
 )
@@ -81,6 +108,7 @@ def parse_mysql(check: Checker, d: Mapping[str, Any], path: str) -> MySQLSetting
         database=check.identifier(d, "mysql_database", path),
         path=path,
         time_zone=_time_zone(check, d, path),
+        tls=_mysql_tls(check, d, path),
     )
 
 
@@ -93,6 +121,9 @@ def parse_optional_mysql(check: Checker, d: Mapping[str, Any], path: str) -> MyS
 
 def parse_mongodb(check: Checker, d: Mapping[str, Any], path: str) -> MongoSettings:
     """The MongoDB connection of a datasource."""
+    ca_file = _file(check, d, "mongodb_tls_ca_file", path)
+    if ca_file is not None and check.optional_boolean(d, "mongodb_tls", path) is False:
+        check.fail(join(path, "mongodb_tls"), "is false but mongodb_tls_ca_file is set")
     return MongoSettings(
         host=check.text(d, "mongodb_host", path) or "localhost",
         port=check.integer(d, "mongodb_port", path, 27017, 1, 65535),
@@ -101,11 +132,53 @@ def parse_mongodb(check: Checker, d: Mapping[str, Any], path: str) -> MongoSetti
         database=check.text(d, "mongodb_database", path) or "edxapp",
         auth_source=check.text(d, "mongodb_auth_source", path),
         replica_set=check.text(d, "mongodb_replica_set", path),
-        tls=check.boolean(d, "mongodb_tls", path, False),
+        # A CA file means TLS: it would be pointless without.
+        tls=check.boolean(d, "mongodb_tls", path, ca_file is not None),
         uri=check.text(d, "mongodb_uri", path),
         timeout_seconds=float(check.integer(d, "mongodb_timeout_seconds", path, 10, 1, 3600)),
         path=path,
+        tls_ca_file=ca_file,
+        tls_allow_invalid_hostnames=check.boolean(
+            d, "mongodb_tls_allow_invalid_hostnames", path, False
+        ),
     )
+
+
+def _mysql_tls(check: Checker, d: Mapping[str, Any], path: str) -> MySQLTLS | None:
+    """The settled TLS choice: defaults verify what can be verified (see the README)."""
+    ssl = check.optional_boolean(d, "mysql_ssl", path)
+    files = {k: _file(check, d, f"mysql_ssl_{k}", path) for k in ("ca", "cert", "key")}
+    verify_cert = check.optional_boolean(d, "mysql_ssl_verify_cert", path)
+    verify_identity = check.optional_boolean(d, "mysql_ssl_verify_identity", path)
+    others = [k for k in MYSQL_KEYS if k.startswith("mysql_ssl_") and key_set(d, k)]
+    if ssl is False:
+        if others:
+            check.fail(join(path, "mysql_ssl"), f"is false (no TLS) but {', '.join(others)} set")
+        return MySQLTLS(required=False)
+    if ssl is None and not others:
+        return None
+    if (files["cert"] is None) != (files["key"] is None):
+        check.fail(
+            join(path, "mysql_ssl_cert" if files["cert"] is None else "mysql_ssl_key"),
+            "is required with mysql_ssl_key and mysql_ssl_cert (a client certificate needs both)",
+        )
+    # mysql_ssl: true without a CA file verifies against the system's CAs (as RDS documents).
+    verify_cert = verify_cert if verify_cert is not None else (bool(ssl) or files["ca"] is not None)
+    verify_identity = verify_identity if verify_identity is not None else verify_cert
+    if verify_identity and not verify_cert:
+        check.fail(
+            join(path, "mysql_ssl_verify_identity"),
+            "needs mysql_ssl_verify_cert: a host name is checked on a verified certificate",
+        )
+    return MySQLTLS(True, files["ca"], files["cert"], files["key"], verify_cert, verify_identity)
+
+
+def _file(check: Checker, d: Mapping[str, Any], key: str, path: str) -> Path | None:
+    """A file path setting (relative to the settings file) that must exist."""
+    file = check.local_path(check.text(d, key, path))
+    if file is not None and not file.is_file():
+        check.fail(join(path, key), f"file {file} not found")
+    return file
 
 
 def _time_zone(check: Checker, d: Mapping[str, Any], path: str) -> str | None:
