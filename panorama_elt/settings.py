@@ -57,9 +57,18 @@ _MONGO_KEYS = (
     "mongodb_uri",
     "mongodb_timeout_seconds",
 )
+# Keys of the openedx_course_structures type itself (see CourseStructuresSettings).
+_COURSE_STRUCTURES_KEYS = ("max_missing_structures_percent",)
 _DATASOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "mysql": ("type", "name", "tables", *_MYSQL_KEYS),
-    "openedx_course_structures": ("type", "name", "tables", *_MYSQL_KEYS, *_MONGO_KEYS),
+    "openedx_course_structures": (
+        "type",
+        "name",
+        "tables",
+        *_MYSQL_KEYS,
+        *_MONGO_KEYS,
+        *_COURSE_STRUCTURES_KEYS,
+    ),
 }
 _DATALAKE_KEYS = (
     "type",
@@ -178,6 +187,14 @@ class MongoSettings:
 
 
 @dataclass(frozen=True)
+class CourseStructuresSettings:
+    """What the openedx_course_structures type adds to its connections."""
+
+    # A run fails when more than this share of published courses has no structure.
+    max_missing_percent: int = 10
+
+
+@dataclass(frozen=True)
 class DatasourceSettings:
     """A named source of tables."""
 
@@ -187,6 +204,7 @@ class DatasourceSettings:
     mysql: MySQLSettings | None = None
     mongodb: MongoSettings | None = None
     path: str = ""
+    course_structures: CourseStructuresSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -605,8 +623,15 @@ class _Checker:
                 ),
                 path=path,
             )
+        course_structures = None
+        if kind == "openedx_course_structures":
+            course_structures = CourseStructuresSettings(
+                max_missing_percent=self.integer(
+                    d, "max_missing_structures_percent", path, 10, 0, 100
+                )
+            )
         tables = self.tables(d.get("tables"), _join(path, "tables"), name, datalake)
-        return DatasourceSettings(kind, name, tables, mysql, mongodb, path)
+        return DatasourceSettings(kind, name, tables, mysql, mongodb, path, course_structures)
 
     def tables(
         self, data: Any, path: str, datasource: str, datalake: DatalakeSettings | None

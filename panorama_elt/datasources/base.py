@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from panorama_elt.settings import DatasourceSettings, TableSettings
@@ -51,6 +51,9 @@ class Extraction:
     callables that open their own connection and return their batches, so that each can run
     in a process of its own. ``full`` says every partition of the table was read, so partitions not seen no longer
     exist. ``mark`` is the new high-water mark to keep once the table has fully succeeded.
+    ``removed`` names field partitions (their values) the source knows are gone, to remove
+    even when the run is not ``full``. ``counts`` are what the source counted beyond rows
+    (e.g. courses read and skipped), for the run summary; it may add to them while streaming.
     """
 
     groups: Iterator[tuple[PartitionKey, Rows]]
@@ -59,6 +62,8 @@ class Extraction:
     batches: Batches | None = None
     raw: bool = False
     shards: Sequence[Callable[[], Batches]] = ()
+    removed: Sequence[PartitionKey] = ()
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 class Datasource(ABC):
@@ -74,6 +79,10 @@ class Datasource(ABC):
     @abstractmethod
     def extract(self, table: TableSettings, *, force: bool, mark: str | None) -> Extraction:
         """Start extracting ``table``: everything when ``force``, else what changed since ``mark``."""
+
+    def uses_mark(self, table: TableSettings) -> bool:
+        """True when extract() reads the table's stored mark (given on runs not forced)."""
+        return table.incremental
 
     def describe(self, tables: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
         """Column names and types of ``tables``, for set-tables-fields."""
