@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -9,6 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import duckdb
 import mongomock
@@ -23,7 +25,7 @@ from panorama_elt.cli import main
 from panorama_elt.datasources import course_blocks as cb
 from panorama_elt.datasources import openedx_course_structures as cs
 from panorama_elt.datasources.base import Extraction
-from panorama_elt.errors import SourceError
+from panorama_elt.errors import SettingsError, SourceError
 from panorama_elt.settings import DatasourceSettings, FieldSettings, TableSettings, parse_settings
 from panorama_elt.synthetic import modulestore
 from panorama_elt.synthetic.modulestore import Course, CourseBuilder, Modulestore
@@ -1060,3 +1062,206 @@ def test_end_to_end_into_the_local_datalake(
     _, kwargs = client.factory_calls[-1]
     assert kwargs["readPreference"] == "secondaryPreferred"
     assert kwargs["host"] == MONGO_HOST
+
+
+# --- only changed courses re-read ----------------------------------------------------------
+
+
+@pytest.mark.mariadb
+def test_hourly_runs_read_only_republished_courses(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    client: mongomock.MongoClient,
+    mysql_server: dict[str, Any],
+    scratch_db: str,
+) -> None:
+    store = modulestore.generate(client["edxapp"], courses=3, seed=7)
+    with connect(mysql_server, scratch_db) as conn:
+        modulestore.write_course_index(conn, store.courses)
+    counting = CountingClient(client)
+    monkeypatch.setattr(cs, "mongo_client_factory", lambda *a, **k: counting)
+    entry = source_entry(
+        mysql_host=mysql_server["host"],
+        mysql_port=mysql_server["port"],
+        mysql_username=mysql_server["user"],
+        mysql_password=mysql_server["password"],
+        mysql_database=scratch_db,
+    )
+    entry["tables"][0]["partitions"] = {"partition_fields": ["course_id"]}
+    settings_file = write_settings(
+        tmp_path / "settings.yaml", local_datalake(tmp_path / "lake", lms=LMS), [entry]
+    )
+    for command in (["create-datalake-tables", "--all"], ["create-datalake-views", "--all"]):
+        assert cli(settings_file, *command).exit_code == 0
+    courses = store.extracted("mysql")
+    assert len(courses) == 6
+
+    def run(*extra: str) -> dict[str, Any]:
+        for finds in counting.finds.values():
+            finds.clear()
+        report = tmp_path / "r.json"
+        result = cli(
+            settings_file, "extract-and-load", "--all", "--results-file", str(report), *extra
+        )
+        assert result.exit_code == 0, result.output
+        (table,) = json.loads(report.read_text())["tables"]
+        table["output"] = result.output
+        return table
+
+    def view() -> dict[str, list[tuple[Any, ...]]]:
+        db = duckdb.connect(str(tmp_path / "lake" / "panorama.duckdb"), read_only=True)
+        try:
+            columns = ", ".join(f'"{c}"' for c in COLUMNS)
+            rows = db.execute(f"SELECT {columns} FROM openedx_table_course_structures").fetchall()
+        finally:
+            db.close()
+        by_course: dict[str, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            by_course.setdefault(row[1], []).append(row)
+        return {c: sorted(r, key=repr) for c, r in by_course.items()}
+
+    def counts(read: int, skipped: int, removed: int = 0) -> dict[str, int]:
+        return {
+            "courses_read": read,
+            "courses_skipped": skipped,
+            "courses_removed": removed,
+            "courses_missing": 0,
+        }
+
+    first = run()  # nothing registered yet: every course
+    assert first["mode"] == "full" and first["counts"] == counts(6, 0)
+    assert first["partitions_written"] == first["partitions_registered"] == 6
+    before = view()
+    assert set(before) == {c.course_id for c in courses}
+    assert_same_rows(expected_rows(courses), without_order([r for v in before.values() for r in v]))
+
+    # Studio publishes one course again: a new structure, and the index names it.
+    target = courses[2]
+    structures = client["edxapp"][cs.STRUCTURES]
+    document = structures.find_one({"_id": target.published})
+    new_version = ObjectId()
+    document["_id"] = new_version
+    document["edited_on"] = datetime(2024, 6, 1, 8, 0, 0)
+    root = next(b for b in document["blocks"] if b["block_type"] == "course")
+    root["fields"]["display_name"] = "Renamed and published again"
+    structures.insert_one(document)
+    with connect(mysql_server, scratch_db) as conn, conn.cursor() as cur:
+        cur.execute(
+            f"UPDATE {cs.COURSE_INDEX_TABLE} SET published_version = %s WHERE course_id = %s",
+            (str(new_version), target.course_id),
+        )
+    second = run()
+    assert second["mode"] == "incremental" and second["counts"] == counts(1, 5)
+    assert (second["partitions_written"], second["partitions_registered"]) == (1, 0)
+    assert second["partitions_removed"] == 0
+    assert "courses_read=1 courses_skipped=5" in second["output"]
+    # MongoDB was asked for that one structure only (existence check, then the read).
+    assert counting.asked(cs.STRUCTURES, ids_only=True) == [new_version]
+    assert counting.asked(cs.STRUCTURES) == [new_version]
+    after = view()
+    assert {c: r for c, r in after.items() if c != target.course_id} == {
+        c: r for c, r in before.items() if c != target.course_id
+    }
+    renamed = after[target.course_id]
+    assert len(renamed) == len(before[target.course_id])
+    assert {r[8] for r in renamed if r[6] == "course"} == {"Renamed and published again"}
+    assert {r[9] for r in renamed if r[5] is not None} == {"Renamed and published again"}
+    assert {(r[26], r[27]) for r in renamed} == {(str(new_version), "2024-06-01 08:00:00")}
+
+    third = run()  # nothing changed: nothing read
+    assert third["counts"] == counts(0, 6) and third["partitions_written"] == 0
+    assert counting.asked(cs.STRUCTURES) == counting.asked(cs.STRUCTURES, ids_only=True) == []
+    assert view() == after
+
+    # One course is deleted, another unpublished: their partitions go.
+    deleted, unpublished = courses[0].course_id, courses[1].course_id
+    with connect(mysql_server, scratch_db) as conn, conn.cursor() as cur:
+        cur.execute(f"DELETE FROM {cs.COURSE_INDEX_TABLE} WHERE course_id = %s", (deleted,))
+        cur.execute(
+            f"UPDATE {cs.COURSE_INDEX_TABLE} SET published_version = '' WHERE course_id = %s",
+            (unpublished,),
+        )
+    fourth = run()
+    assert fourth["counts"] == counts(0, 4, removed=2) and fourth["partitions_removed"] == 2
+    assert view() == {c: r for c, r in after.items() if c not in (deleted, unpublished)}
+    assert not list((tmp_path / "lake").glob(f"**/course_id={quote(deleted, safe='')}"))
+
+    forced = run("--force")  # every published course again
+    assert forced["mode"] == "full" and forced["counts"] == counts(4, 0)
+    assert forced["partitions_written"] == 4 and forced["partitions_removed"] == 0
+    assert view() == {c: r for c, r in after.items() if c not in (deleted, unpublished)}
+
+    # After the table is dropped and created again, the stored versions describe nothing:
+    # the next hourly run reads every course.
+    for command in ("drop-datalake-tables", "create-datalake-tables", "create-datalake-views"):
+        assert cli(settings_file, command, "--all").exit_code == 0
+    again = run()
+    assert again["mode"] == "full" and again["counts"] == counts(4, 0)
+    assert view() == {c: r for c, r in after.items() if c not in (deleted, unpublished)}
+
+
+@pytest.mark.parametrize(
+    ("partitions", "message"),
+    [
+        ({"partition_fields": ["organization"]}, "can only be partitioned by course_id"),
+        (
+            {"partition_fields": ["course_id"], "timestamp_field": "due", "interval": "1 hour"},
+            "take no timestamp_field or interval",
+        ),
+    ],
+)
+def test_unsupported_partitions_are_one_clear_line(
+    tmp_path: Path, store: Modulestore, partitions: dict[str, Any], message: str
+) -> None:
+    entry = source_entry()
+    entry["tables"][0]["partitions"] = partitions
+    raw = {"datalake": local_datalake(tmp_path / "lake"), "datasources": [entry]}
+    settings = parse_settings(raw, tmp_path / "settings.yaml").datasources[0]
+    source = cs.CourseStructuresDatasource(settings)
+    with pytest.raises(SourceError, match=message):
+        source.extract(settings.tables[0], force=False, mark=None)
+    source.close()
+
+
+# --- missing structures --------------------------------------------------------------------
+
+
+def test_missing_structures_fail_the_table_over_the_threshold(
+    tmp_path: Path,
+    client: mongomock.MongoClient,
+    store: Modulestore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    courses = store.extracted("mongodb")
+    assert len(courses) == 5
+    gone = courses[1]
+    client["edxapp"][cs.STRUCTURES].delete_one({"_id": gone.published})  # replica lag
+    with pytest.raises(SourceError) as caught:
+        all_rows(datasource_settings(tmp_path))  # default: 10%
+    message = str(caught.value)
+    assert message.startswith("course_structures: 1 of 5 published courses (20%) have no")
+    assert gone.course_id in message and "max_missing_structures_percent (10%)" in message
+    assert "\n" not in message
+    # At 20% allowed, the course is left out with a warning; the others are all there.
+    with caplog.at_level(logging.WARNING, logger="panorama_elt"):
+        rows = all_rows(datasource_settings(tmp_path, max_missing_structures_percent=20))
+    assert f"{gone.course_id}: published structure {gone.published} not found" in caplog.text
+    kept = [c for c in courses if c is not gone]
+    assert_same_rows(expected_rows(kept), without_order(rows))
+    # A database holding no course at all and no structure: the wrong database, not a success.
+    with pytest.raises(
+        SourceError, match=r"no published course and no structure .*mongodb_database"
+    ):
+        all_rows(datasource_settings(tmp_path, mongodb_database="not_the_modulestore"))
+
+
+@pytest.mark.parametrize(("value", "problem"), [(101, "between 0 and 100"), ("ten", "whole")])
+def test_bad_threshold_setting(tmp_path: Path, value: Any, problem: str) -> None:
+    raw = {
+        "datalake": local_datalake(tmp_path / "lake"),
+        "datasources": [source_entry(max_missing_structures_percent=value)],
+    }
+    with pytest.raises(
+        SettingsError, match=rf"datasources\[0\]\.max_missing_structures_percent: .*{problem}"
+    ):
+        parse_settings(raw, tmp_path / "settings.yaml")
