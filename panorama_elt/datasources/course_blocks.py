@@ -93,18 +93,19 @@ _XML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 # Settings-scope fields behind the new columns. InheritanceMixin fields reach descendants
 # that set none; format and hide_from_toc are the block's own (LmsBlockMixin).
 INHERITED = ("graded", "start", "due", "visible_to_staff_only")
-SETTINGS = ("graded", "format", "due", "start", "visible_to_staff_only", "hide_from_toc")
+SETTINGS = (*INHERITED, "format", "hide_from_toc")
 # edx-platform's DEFAULT_START_DATE: the start of a course (and block) that sets none.
-DEFAULT_START = datetime(2030, 1, 1)
-_FIELD_DEFAULTS: dict[str, Any] = {
-    "graded": False,
+DEFAULT_START = "2030-01-01 00:00:00"
+# What a block that sets nothing and inherits nothing gets (as written in the rows).
+_FIELD_DEFAULTS: dict[str, str | None] = {
+    "graded": "0",
     "start": DEFAULT_START,
     "due": None,
-    "visible_to_staff_only": False,
+    "visible_to_staff_only": "0",
 }
 
 BlockKey = tuple[str, str]
-_UNSET = object()  # an ancestor column with no ancestor of its type (as opposed to a None name)
+_UNSET = object()  # not inside a subsection (as opposed to one whose format is None)
 
 
 @dataclass(frozen=True)
@@ -211,134 +212,138 @@ def course_rows(
     tail = (str(course.published), date_text(structure.get("edited_on")))
 
     def row(
-        key: BlockKey, parent: str | None, place: _Place | None, order: int | None
+        key: BlockKey,
+        location: str,
+        parent: str | None,
+        settings: dict[str, str | None],
+        rest: tuple[Any, ...],
     ) -> tuple[str | None, ...]:
+        """``rest``: the ancestor names, component, order, numbers and format columns."""
         block = blocks[key]
-        block_type, block_id = key
-        fields = block.get("fields") or {}
         weight = None
-        if block_type == "problem":
+        if key[0] == "problem":
             weight = explicit_weight(block)
             if weight is None:
                 count = response_counts.get(block.get("definition"))
                 weight = None if count is None else str(count)  # no definition: unknown
-        names: tuple[Any, ...] = (_UNSET,) * len(ANCESTOR_TYPES)
-        component = None
-        numbers = None
-        inherited = _FIELD_DEFAULTS
-        subsection_format: Any = _UNSET
-        if place is not None:
-            names, inherited, subsection_format = place.names, place.inherited, place.format
-            numbers = ":".join(map(str, place.numbers))
-            if block_type not in ANCESTOR_TYPES and not fields.get("children"):
-                component = _display_name(block)  # a leaf component names itself
-        values = resolved_settings(block, inherited)
-        own_format = values["format"]
+        names, component, order, numbers, block_format = rest
         return (
-            course_location(course, block_type, block_id),
+            location,
             *head,
             parent,
-            block_type,
-            block_id,
+            *key,
             _display_name(block),
-            *(None if n is _UNSET else n for n in names),
+            *names,
             component,
             weight,
-            None if order is None else str(order),
-            *((numbers,) * 3),
-            boolean_text(values["graded"]),
-            own_format if subsection_format is _UNSET else subsection_format,
-            date_text(values["due"]),
-            date_text(values["start"]),
-            boolean_text(values["visible_to_staff_only"]),
-            boolean_text(values["hide_from_toc"]),
+            order,
+            numbers,
+            numbers,
+            numbers,
+            settings["graded"],
+            block_format,
+            settings["due"],
+            settings["start"],
+            settings["visible_to_staff_only"],
+            boolean_text(_own(block, "hide_from_toc")),
             *tail,
         )
 
     seen: set[BlockKey] = set()
     root = _root_key(structure, blocks)
     if root is not None:
-        # (block, parent location, place); children pushed in reverse so they pop in order.
-        start = _Place((_UNSET,) * len(ANCESTOR_TYPES), (0, 0, 0), _FIELD_DEFAULTS, _UNSET)
-        stack: list[tuple[BlockKey, str | None, _Place]] = [(root, None, start)]
+        # Each entry: the block, its parent's location, and what it takes from above: the
+        # outermost ancestor name of each ANCESTOR_TYPES (and which types have one), its
+        # section/subsection/unit numbers, the resolved INHERITED settings and the enclosing
+        # subsection's format.
+        none: tuple[Any, ...] = (None,) * len(ANCESTOR_TYPES)
+        untaken = (False,) * len(ANCESTOR_TYPES)
+        stack: list[tuple[Any, ...]]
+        stack = [(root, None, none, untaken, (0, 0, 0), _FIELD_DEFAULTS, _UNSET)]
         seen.add(root)
         order = 0
         while stack:
-            key, parent, place = stack.pop()
-            yield row(key, parent, place, order)
-            order += 1
+            key, parent, names, taken, numbers, inherited, subsection_format = stack.pop()
             block = blocks[key]
-            below = place.below(key[0], block)
+            fields = block.get("fields") or {}
+            settings = inherited_settings(block, inherited)
+            own_format = _own_text(block, "format")
+            if key[0] == "sequential" and subsection_format is _UNSET:
+                subsection_format = own_format
+            block_format = own_format if subsection_format is _UNSET else subsection_format
+            component = None
+            if key[0] not in ANCESTOR_TYPES and not fields.get("children"):
+                component = _display_name(block)  # a leaf component names itself
             location = course_location(course, *key)
+            text = f"{numbers[0]}:{numbers[1]}:{numbers[2]}"
+            rest = (names, component, str(order), text, block_format)
+            yield row(key, location, parent, settings, rest)
+            order += 1
+            if key[0] in ANCESTOR_TYPES:
+                i = ANCESTOR_TYPES.index(key[0])
+                if not taken[i]:  # as the original: the outermost of a type names them
+                    names = (*names[:i], _display_name(block), *names[i + 1 :])
+                    taken = (*taken[:i], True, *taken[i + 1 :])
             counters = dict.fromkeys(NUMBERED_TYPES, 0)
             children = []
             for child in _children(block):
                 if child not in blocks or child in seen:
                     continue
                 seen.add(child)
-                children.append((child, location, below.numbered(child[0], counters)))
+                place = _numbered(numbers, child[0], counters)
+                children.append((child, location, names, taken, place, settings, subsection_format))
             stack.extend(reversed(children))
-    for key in blocks:
+    nothing = ((None,) * len(ANCESTOR_TYPES), None, None, None)
+    for key, block in blocks.items():
         if key not in seen:
-            yield row(key, None, None, None)
+            settings = inherited_settings(block, _FIELD_DEFAULTS)
+            location = course_location(course, *key)
+            yield row(key, location, None, settings, (*nothing, _own_text(block, "format")))
 
 
-@dataclass(frozen=True)
-class _Place:
-    """Where a reachable block sits: what it takes from its ancestors, and its numbers."""
-
-    names: tuple[Any, ...]  # display name of the outermost ancestor of each ANCESTOR_TYPES
-    numbers: tuple[int, int, int]  # section, subsection, unit (0: not inside one)
-    inherited: dict[str, Any]  # the parent's resolved INHERITED settings
-    format: Any  # the enclosing subsection's format (_UNSET: not inside a subsection)
-
-    def below(self, block_type: str, block: dict[str, Any]) -> _Place:
-        """What the children of this block (of ``block_type``) start from."""
-        names = self.names
-        if block_type in ANCESTOR_TYPES:
-            i = ANCESTOR_TYPES.index(block_type)
-            if names[i] is _UNSET:  # as the original: the outermost ancestor of a type wins
-                names = (*names[:i], _display_name(block), *names[i + 1 :])
-        values = resolved_settings(block, self.inherited)
-        inherited = {name: values[name] for name in INHERITED}
-        subsection_format = self.format
-        if block_type == "sequential" and subsection_format is _UNSET:
-            subsection_format = values["format"]
-        return _Place(names, self.numbers, inherited, subsection_format)
-
-    def numbered(self, block_type: str, counters: dict[str, int]) -> _Place:
-        """A child's place: a chapter, sequential or vertical not yet inside one of its level
-        takes the next number among its siblings of that type; deeper levels restart at 0."""
-        if block_type not in NUMBERED_TYPES:
-            return self
-        level = NUMBERED_TYPES.index(block_type)
-        if self.numbers[level]:
-            return self
-        counters[block_type] += 1
-        s, ss, _ = self.numbers
-        numbers = (
-            (counters[block_type], 0, 0),
-            (s, counters[block_type], 0),
-            (s, ss, counters[block_type]),
-        )
-        return _Place(self.names, numbers[level], self.inherited, self.format)
+def _numbered(numbers: tuple[int, int, int], block_type: str, counters: dict[str, int]) -> Any:
+    """A child's section, subsection and unit numbers: a chapter, sequential or vertical not
+    yet inside one of its level takes the next number among its siblings of that type, and
+    the levels below it start at 0; any other child has its parent's numbers."""
+    if block_type not in counters:
+        return numbers
+    level = NUMBERED_TYPES.index(block_type)
+    if numbers[level]:
+        return numbers
+    counters[block_type] += 1
+    n = counters[block_type]
+    return ((n, 0, 0), (numbers[0], n, 0), (numbers[0], numbers[1], n))[level]
 
 
-def resolved_settings(block: dict[str, Any], inherited: dict[str, Any]) -> dict[str, Any]:
-    """The block's SETTINGS as Open edX resolves them: its own value (``fields``), else its
-    ``defaults`` (split modulestore's values from a library or template), else the parent's
-    for INHERITED fields, else the field's default."""
+def _own(block: dict[str, Any], name: str) -> Any:
+    """A setting of the block itself: its ``fields``, else its ``defaults`` (split
+    modulestore's values from a library or template); None when it sets neither."""
+    fields = block.get("fields") or {}
+    if name in fields:
+        return fields[name]
+    return (block.get("defaults") or {}).get(name)
+
+
+def _own_text(block: dict[str, Any], name: str) -> str | None:
+    value = _own(block, name)
+    return None if value is None else str(value)
+
+
+def inherited_settings(
+    block: dict[str, Any], inherited: dict[str, str | None]
+) -> dict[str, str | None]:
+    """The block's INHERITED settings as written in the rows: its own (fields, else
+    defaults) where it sets them, else its parent's (``inherited``)."""
     fields = block.get("fields") or {}
     defaults = block.get("defaults") or {}
-    values = {}
-    for name in SETTINGS:
-        if name in fields:
-            values[name] = fields[name]
-        elif name in defaults:
-            values[name] = defaults[name]
-        else:
-            values[name] = inherited.get(name)
-    return values
+    resolved = inherited
+    for name in INHERITED:
+        if name in fields or name in defaults:
+            if resolved is inherited:
+                resolved = dict(inherited)  # most blocks set none: share the parent's dict
+            value = fields[name] if name in fields else defaults[name]
+            resolved[name] = date_text(value) if name in ("start", "due") else boolean_text(value)
+    return resolved
 
 
 def _root_key(structure: dict[str, Any], blocks: dict[BlockKey, dict[str, Any]]) -> BlockKey | None:
