@@ -236,13 +236,11 @@ class CourseStructuresDatasource(Datasource):
         new_mark = None
         if by_course:
             versions = dict(plan.kept)
-            # A course whose new structure is not there yet keeps its rows and its old
-            # version, so the next run tries again.
-            versions.update(
-                {c.course_id: previous[c.course_id] for c in missing if c.course_id in previous}
-                if previous
-                else {}
-            )
+            for course in missing:
+                # Its new structure is not there yet: it keeps its rows and its old version,
+                # so the next run tries again.
+                if previous and course.course_id in previous:
+                    versions[course.course_id] = previous[course.course_id]
             versions.update({c.course_id: str(c.published) for c in read})
             new_mark = versions_mark(versions)
         counts = {

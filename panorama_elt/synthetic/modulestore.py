@@ -4,9 +4,11 @@
 the demo) with courses, a rerun, a content library, a draft-only course and the awkward cases
 the course structures datasource must survive: display names with quotes, commas, line
 breaks, emoji and backslashes, an orphan block, a cycle, a child that names no block, and a
-problem whose definition is missing. Every block carries the answer a correct extraction must
-give (``Block.expected``), worked out while the tree is built, top down, so tests need not
-walk the structure themselves.
+problem whose definition is missing; subsections graded with an assignment type and a due
+date, units with their own due date or staff-only visibility, library content with
+``defaults``. Every block carries the answer a correct extraction must give
+(``Block.expected``: ancestor names, numbers, resolved settings), worked out while the tree is
+built, top down, so tests need not walk the structure themselves.
 """
 
 from __future__ import annotations
