@@ -164,7 +164,8 @@ class Runner:
         if extraction.removed and not extraction.full:
             # Partitions the source knows are gone (deleted courses), on a run that is not full.
             gone = {base + tuple(encode_value(v) for v in key) for key in extraction.removed}
-            removed = [p for p in registered if p in gone and p not in set(written)]
+            gone -= set(written)
+            removed = [p for p in registered if p in gone]
             lake.remove_partitions(table, removed)
             result.partitions_removed += len(removed)
         if extraction.mark is not None:

@@ -131,13 +131,13 @@ class CourseStructuresDatasource(Datasource):
         if settings.mongodb is None:
             raise SourceError(f"datasource {settings.name}: no MongoDB settings")
         self.mongo = settings.mongodb
-        self.limits = settings.course_structures or CourseStructuresSettings()
         self._client_factory = client_factory
         self._client: Any = None
         # The MySQL course index is read through the MySQL datasource (same connection
         # handling and error messages).
         self._mysql = MySQLDatasource(settings) if settings.mysql is not None else None
         self.where = f"datasource {settings.name} ({public_address(self.mongo)})"
+        self.limits = settings.course_structures or CourseStructuresSettings()
 
     # --- connections -------------------------------------------------------------------
 
