@@ -167,9 +167,7 @@ def expected_rows(courses: list[Course]) -> list[tuple[Any, ...]]:
                     e.library,
                     block.display_name if leaf else None,
                     e.weight,
-                    e.numbers,
-                    e.numbers,
-                    e.numbers,
+                    *levels(e.numbers),
                     e.graded,
                     e.format,
                     e.due,
@@ -181,6 +179,14 @@ def expected_rows(courses: list[Course]) -> list[tuple[Any, ...]]:
                 )
             )
     return rows
+
+
+def levels(numbers: str | None) -> tuple[str | None, ...]:
+    """section_number, subsection_number, unit_number of a block numbered 's:ss:u'."""
+    if numbers is None:
+        return (None, None, None)
+    s, ss, u = numbers.split(":")
+    return (f"{s}:0:0", f"{s}:{ss}:0", numbers)
 
 
 def without_order(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -484,63 +490,63 @@ def test_hand_built_course(tmp_path: Path, client: mongomock.MongoClient) -> Non
     published = (str(course.published), FIRST_EDITED_ON)
     jan, mar, default_start = "2024-01-01 00:00:00", "2024-03-01 00:00:00", "2030-01-01 00:00:00"
     due1, due2 = "2024-02-01 12:00:00", "2024-02-15 12:00:00"
-    # Per block: the original's 16 columns, then order, numbers (the same text three times),
+    # Per block: the original's 16 columns, then order, section/subsection/unit numbers,
     # graded, format, due, start, visible_to_staff_only, hide_from_toc, version, edited_on.
     in_s1 = ("1", "Homework", due1, jan, "0", "0")
     expected = [
         (c, *head, None, "course", "course", name, None, None, None, None, None, None, None)
-        + ("0", *["0:0:0"] * 3, "0", None, None, jan, "0", "0"),
+        + ("0", "0:0:0", "0:0:0", "0:0:0", "0", None, None, jan, "0", "0"),
         (at("chapter", "ch1"), *head, c, "chapter", "ch1", "Week 1", name)
         + (None, None, None, None, None, None)
-        + ("1", *["1:0:0"] * 3, "0", None, None, jan, "0", "0"),
+        + ("1", "1:0:0", "1:0:0", "1:0:0", "0", None, None, jan, "0", "0"),
         (at("sequential", "s1"), *head, at("chapter", "ch1"), "sequential", "s1", "Lesson\n1")
         + (name, "Week 1", None, None, None, None, None)
-        + ("2", *["1:1:0"] * 3, *in_s1),
+        + ("2", "1:0:0", "1:1:0", "1:1:0", *in_s1),
         (at("vertical", "v1"), *head, at("sequential", "s1"), "vertical", "v1", "Unit 🎓", name)
         + ("Week 1", "Lesson\n1", None, None, None, None)
-        + ("3", *["1:1:1"] * 3, *in_s1),
+        + ("3", "1:0:0", "1:1:0", "1:1:1", *in_s1),
         (at("problem", "p1"), *head, at("vertical", "v1"), "problem", "p1", "Two parts", name)
         + ("Week 1", "Lesson\n1", "Unit 🎓", None, "Two parts", "2")
-        + ("4", *["1:1:1"] * 3, *in_s1),
+        + ("4", "1:0:0", "1:1:0", "1:1:1", *in_s1),
         (at("problem", "p2"), *head, at("vertical", "v1"), "problem", "p2", "Weighted", name)
         + ("Week 1", "Lesson\n1", "Unit 🎓", None, "Weighted", "2.5")
-        + ("5", *["1:1:1"] * 3, *in_s1),
+        + ("5", "1:0:0", "1:1:0", "1:1:1", *in_s1),
         (at("html", "h1"), *head, at("vertical", "v1"), "html", "h1", "Back\\slash", name)
         + ("Week 1", "Lesson\n1", "Unit 🎓", None, "Back\\slash", None)
-        + ("6", *["1:1:1"] * 3, *in_s1),
+        + ("6", "1:0:0", "1:1:0", "1:1:1", *in_s1),
         (at("library_content", "lc1"), *head, at("vertical", "v1"), "library_content", "lc1")
         + ("Bank", name, "Week 1", "Lesson\n1", "Unit 🎓", None, None, None)
-        + ("7", *["1:1:1"] * 3, *in_s1),
+        + ("7", "1:0:0", "1:1:0", "1:1:1", *in_s1),
         (at("problem", "p3"), *head, at("library_content", "lc1"), "problem", "p3")
         + ("From the bank", name, "Week 1", "Lesson\n1", "Unit 🎓", "Bank", "From the bank", "1")
-        + ("8", *["1:1:1"] * 3, "1", "Homework", due1, jan, "1", "0"),
+        + ("8", "1:0:0", "1:1:0", "1:1:1", "1", "Homework", due1, jan, "1", "0"),
         (at("problem", "p4"), *head, at("vertical", "v1"), "problem", "p4", None, name)
         + ("Week 1", "Lesson\n1", "Unit 🎓", None, None, None)
-        + ("9", *["1:1:1"] * 3, *in_s1),
+        + ("9", "1:0:0", "1:1:0", "1:1:1", *in_s1),
         (at("vertical", "v2"), *head, at("sequential", "s1"), "vertical", "v2", "Unit B", name)
         + ("Week 1", "Lesson\n1", None, None, None, None)
-        + ("10", *["1:1:2"] * 3, "1", "Homework", due2, jan, "1", "0"),
+        + ("10", "1:0:0", "1:1:0", "1:1:2", "1", "Homework", due2, jan, "1", "0"),
         (at("html", "h2"), *head, at("vertical", "v2"), "html", "h2", "Late note", name)
         + ("Week 1", "Lesson\n1", "Unit B", None, "Late note", None)
-        + ("11", *["1:1:2"] * 3, "1", "Homework", due2, jan, "1", "0"),
+        + ("11", "1:0:0", "1:1:0", "1:1:2", "1", "Homework", due2, jan, "1", "0"),
         (at("sequential", "s2"), *head, at("chapter", "ch1"), "sequential", "s2", "Lesson 2")
         + (name, "Week 1", None, None, None, None, None)
-        + ("12", *["1:2:0"] * 3, "0", None, None, jan, "0", "1"),
+        + ("12", "1:0:0", "1:2:0", "1:2:0", "0", None, None, jan, "0", "1"),
         (at("vertical", "v3"), *head, at("sequential", "s2"), "vertical", "v3", "Unit C", name)
         + ("Week 1", "Lesson 2", None, None, None, None)
-        + ("13", *["1:2:1"] * 3, "0", None, None, jan, "0", "0"),
+        + ("13", "1:0:0", "1:2:0", "1:2:1", "0", None, None, jan, "0", "0"),
         (at("chapter", "ch2"), *head, c, "chapter", "ch2", "Week 2", name)
         + (None, None, None, None, None, None)
-        + ("14", *["2:0:0"] * 3, "0", None, None, mar, "0", "0"),
+        + ("14", "2:0:0", "2:0:0", "2:0:0", "0", None, None, mar, "0", "0"),
         (at("sequential", "s3"), *head, at("chapter", "ch2"), "sequential", "s3", "Exam", name)
         + ("Week 2", None, None, None, None, None)
-        + ("15", *["2:1:0"] * 3, "1", "Final Exam", None, mar, "0", "0"),
+        + ("15", "2:0:0", "2:1:0", "2:1:0", "1", "Final Exam", None, mar, "0", "0"),
         (at("vertical", "v4"), *head, at("sequential", "s3"), "vertical", "v4", "Exam unit", name)
         + ("Week 2", "Exam", None, None, None, None)
-        + ("16", *["2:1:1"] * 3, "1", "Final Exam", None, mar, "0", "0"),
+        + ("16", "2:0:0", "2:1:0", "2:1:1", "1", "Final Exam", None, mar, "0", "0"),
         (at("problem", "p5"), *head, at("vertical", "v4"), "problem", "p5", "Final question")
         + (name, "Week 2", "Exam", "Exam unit", None, "Final question", "1")
-        + ("17", *["2:1:1"] * 3, "0", "Final Exam", None, mar, "0", "0"),
+        + ("17", "2:0:0", "2:1:0", "2:1:1", "0", "Final Exam", None, mar, "0", "0"),
         # The orphan: no parent, no ancestor names, no component, no position; only its own
         # settings, and Open edX's defaults for the rest.
         (at("html", "o1"), *head, None, "html", "o1", "Lost", None)
@@ -707,7 +713,7 @@ def test_orphans_cycles_dangling_children_and_odd_documents(
     assert got[("R1", "vertical", "in")][5] == loc_b
     assert got[("R1", "vertical", "in")][9:15] == ("Odd", "A", None, "B", None, None)
     assert got[("R1", "html", "deep")][9:15] == ("Odd", "A", None, "B", None, "Deep")
-    assert got[("R1", "html", "deep")][ORDER : ORDER + 2] == ("4", "1:0:1")
+    assert got[("R1", "html", "deep")][ORDER : ORDER + 4] == ("4", "1:0:0", "1:0:0", "1:0:1")
     # Orphans, and blocks only an orphan lists: no parent, no ancestors, no component.
     for key in (
         ("R1", "sequential", "lost"),
@@ -737,7 +743,8 @@ def test_deep_tree_does_not_recurse(tmp_path: Path, client: mongomock.MongoClien
     assert bottom[5] == f"block-v1:Deep+D1+R+type@vertical+block@v{depth - 1}"
     # The outermost unit names every block below it, as in the original.
     assert bottom[10:16] == ("Chapter", None, "Level 0", None, "Bottom", "1")
-    assert bottom[ORDER : ORDER + 2] == (str(depth + 2), "1:0:1")  # course, chapter, units
+    # After the course, the chapter and the units; in the first unit, of no subsection.
+    assert bottom[ORDER : ORDER + 4] == (str(depth + 2), "1:0:0", "1:0:0", "1:0:1")
     assert_same_rows(expected_rows([course]), without_order(rows))
 
 

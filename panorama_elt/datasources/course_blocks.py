@@ -237,9 +237,7 @@ def course_rows(
             component,
             weight,
             order,
-            numbers,
-            numbers,
-            numbers,
+            *numbers,
             settings["graded"],
             block_format,
             settings["due"],
@@ -275,8 +273,7 @@ def course_rows(
             if key[0] not in ANCESTOR_TYPES and not fields.get("children"):
                 component = _display_name(block)  # a leaf component names itself
             location = course_location(course, *key)
-            text = f"{numbers[0]}:{numbers[1]}:{numbers[2]}"
-            rest = (names, component, str(order), text, block_format)
+            rest = (names, component, str(order), number_texts(numbers), block_format)
             yield row(key, location, parent, settings, rest)
             order += 1
             if key[0] in ANCESTOR_TYPES:
@@ -293,12 +290,19 @@ def course_rows(
                 place = _numbered(numbers, child[0], counters)
                 children.append((child, location, names, taken, place, settings, subsection_format))
             stack.extend(reversed(children))
-    nothing = ((None,) * len(ANCESTOR_TYPES), None, None, None)
+    nothing = ((None,) * len(ANCESTOR_TYPES), None, None, (None, None, None))
     for key, block in blocks.items():
         if key not in seen:
             settings = inherited_settings(block, _FIELD_DEFAULTS)
             location = course_location(course, *key)
             yield row(key, location, None, settings, (*nothing, _own_text(block, "format")))
+
+
+def number_texts(numbers: tuple[int, int, int]) -> tuple[str, str, str]:
+    """section_number, subsection_number and unit_number as Aspects writes them: the block's
+    position down to that level, deeper levels 0 ('1:0:0', '1:2:0', '1:2:3')."""
+    section, subsection, unit = numbers
+    return (f"{section}:0:0", f"{section}:{subsection}:0", f"{section}:{subsection}:{unit}")
 
 
 def _numbered(numbers: tuple[int, int, int], block_type: str, counters: dict[str, int]) -> Any:

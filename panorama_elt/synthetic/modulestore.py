@@ -127,7 +127,7 @@ class Expected:
     vertical: str | None = None
     library: str | None = None
     weight: str | None = None
-    numbers: str | None = None  # "section:subsection:unit"; None for orphans
+    numbers: str | None = None  # "section:subsection:unit" (unit_number); None for orphans
     graded: str = "0"
     format: str | None = None
     due: str | None = None
