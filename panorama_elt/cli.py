@@ -229,6 +229,8 @@ def _print_summary(results: list[Any]) -> None:
     )
     for r in results:
         status = "ok" if r.status == "ok" else f"FAILED: {r.error}"
+        if r.counts:
+            status += "  " + " ".join(f"{name}={n}" for name, n in r.counts.items())
         click.echo(
             f"{r.table:<{width}} {r.mode:<11} {r.rows:>10} {r.partitions_written:>6} "
             f"{r.partitions_registered:>5} {r.partitions_removed:>7} {r.bytes:>12} "

@@ -7,7 +7,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from panorama_elt.datalakes.base import Datalake, PartitionValues
@@ -41,6 +41,8 @@ class TableResult:
     seconds: float = 0.0
     zero_dates: int = 0
     error: str | None = None
+    # What the datasource counted beyond rows (course_structures: courses_read, ...).
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 class Runner:
@@ -99,12 +101,6 @@ class Runner:
             )
         lake = self.datalake
         mark_key = state_key(table, lake.settings)
-        mark = None
-        if table.incremental and not force:
-            mark = _read_mark(lake.read_state(mark_key))
-            result.mode = "incremental"
-        source = self.source(table.datasource)
-        extraction = source.extract(table, force=force, mark=mark)
         base = base_values(lake.settings)
         levels = len(base) + len(table.partition_fields)
         registered = lake.partitions(table)
@@ -113,8 +109,22 @@ class Runner:
                 f"{table.name}: the catalog holds partitions of another layout (the partition "
                 f"fields changed); run create-datalake-tables --tables {table.name} first"
             )
+        # Nothing of this installation registered (first run, after drop-datalake-tables or
+        # a layout change): no stored mark describes the datalake, so everything is read.
+        force = force or not any(p[: len(base)] == base for p in registered)
+        mark = None
+        if table.incremental and not force:
+            result.mode = "incremental"
+        source = self.source(table.datasource)
+        if not force and source.uses_mark(table):
+            mark = _read_mark(lake.read_state(mark_key))
+        extraction = source.extract(table, force=force, mark=mark)
+        result.counts = extraction.counts  # the source may add to them while streaming
+        if not extraction.full:
+            result.mode = "incremental"
         written: list[PartitionValues] = []
-        log.info("%s: extracting (%s%s)", table.name, result.mode, f" since {mark}" if mark else "")
+        since = f" since {mark}" if mark and table.incremental else ""
+        log.info("%s: extracting (%s%s)", table.name, result.mode, since)
         progress = Progress(table.name)
         with tempfile.TemporaryDirectory(prefix="panorama-") as tmp:
             folder = Path(tmp)
@@ -153,6 +163,13 @@ class Runner:
             stale = [p for p in registered if p[: len(base)] == base and p not in seen]
             lake.remove_partitions(table, stale)
             result.partitions_removed = len(stale)
+        if extraction.removed and not extraction.full:
+            # Partitions the source knows are gone (deleted courses), on a run that is not full.
+            gone = {base + tuple(encode_value(v) for v in key) for key in extraction.removed}
+            gone -= set(written)
+            removed = [p for p in registered if p in gone]
+            lake.remove_partitions(table, removed)
+            result.partitions_removed += len(removed)
         if extraction.mark is not None:
             lake.write_state(mark_key, json.dumps({"mark": extraction.mark, "table": table.name}))
         log.info(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import functools
+import json
+import logging
 import math
 import random
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import duckdb
 import mongomock
@@ -19,9 +22,10 @@ from bson.decimal128 import Decimal128
 from click.testing import CliRunner
 
 from panorama_elt.cli import main
+from panorama_elt.datasources import course_blocks as cb
 from panorama_elt.datasources import openedx_course_structures as cs
-from panorama_elt.errors import SourceError
-from panorama_elt.rows import batched
+from panorama_elt.datasources.base import Extraction
+from panorama_elt.errors import SettingsError, SourceError
 from panorama_elt.settings import DatasourceSettings, FieldSettings, TableSettings, parse_settings
 from panorama_elt.synthetic import modulestore
 from panorama_elt.synthetic.modulestore import Course, CourseBuilder, Modulestore
@@ -44,10 +48,25 @@ COLUMNS = [
     "library",
     "component",
     "weight",
+    "block_order",
+    "section_number",
+    "subsection_number",
+    "unit_number",
+    "graded",
+    "format",
+    "due",
+    "start",
+    "visible_to_staff_only",
+    "hide_from_toc",
+    "published_version",
+    "published_on",
 ]
+ORDER = COLUMNS.index("block_order")
 CONTAINERS = {"course", "chapter", "sequential", "vertical", "library_content"}
 MONGO_HOST = "mongo.example.com"
 LMS = "lms.example.com"
+# When modulestore.write dates the first course's structures (BSON dates keep milliseconds).
+FIRST_EDITED_ON = "2024-01-15 09:30:00.123000"
 
 
 # --- fixtures and helpers ------------------------------------------------------------------
@@ -90,11 +109,20 @@ def datasource_settings(tmp_path: Path, **extra: Any) -> DatasourceSettings:
     return parse_settings(raw, tmp_path / "settings.yaml").datasources[0]
 
 
+def consume(extraction: Extraction) -> list[tuple[Any, ...]]:
+    """Every row of an extraction's batches, checking the batches are lists of <= 1000 rows."""
+    assert extraction.batches is not None and not extraction.as_bytes
+    rows: list[tuple[Any, ...]] = []
+    for batch in extraction.batches:
+        assert isinstance(batch, list) and 0 < len(batch) <= 1000
+        rows.extend(tuple(row) for row in batch)
+    return rows
+
+
 def extract(source: cs.CourseStructuresDatasource, table: TableSettings) -> list[tuple[Any, ...]]:
     extraction = source.extract(table, force=False, mark=None)
-    batches = list(extraction.batches)
-    assert extraction.full and extraction.mark is None and not extraction.as_bytes
-    return [tuple(row) for batch in batches for row in batch]
+    assert extraction.full and extraction.mark is None and not extraction.removed
+    return consume(extraction)
 
 
 def all_rows(settings: DatasourceSettings) -> list[tuple[Any, ...]]:
@@ -112,11 +140,15 @@ def location(course: Course, key: tuple[str, str]) -> str:
 
 
 def expected_rows(courses: list[Course]) -> list[tuple[Any, ...]]:
-    """Rows computed from what the generator recorded while building each tree."""
+    """Rows without block_order, from what the generator recorded while building each tree."""
     rows = []
     for course in courses:
+        assert course.edited_on is not None
+        # BSON dates keep milliseconds.
+        when = course.edited_on.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "000"
         for block in course.blocks.values():
             e = block.expected
+            leaf = not e.orphan and block.block_type not in CONTAINERS and not block.children
             rows.append(
                 (
                     location(course, block.key),
@@ -128,16 +160,37 @@ def expected_rows(courses: list[Course]) -> list[tuple[Any, ...]]:
                     block.block_type,
                     block.block_id,
                     block.display_name,
-                    course.name,
+                    e.course_name,
                     e.chapter,
                     e.sequential,
                     e.vertical,
                     e.library,
-                    None if block.block_type in CONTAINERS else block.display_name,
+                    block.display_name if leaf else None,
                     e.weight,
+                    *levels(e.numbers),
+                    e.graded,
+                    e.format,
+                    e.due,
+                    e.start,
+                    e.visible_to_staff_only,
+                    e.hide_from_toc,
+                    str(course.published),
+                    when,
                 )
             )
     return rows
+
+
+def levels(numbers: str | None) -> tuple[str | None, ...]:
+    """section_number, subsection_number, unit_number of a block numbered 's:ss:u'."""
+    if numbers is None:
+        return (None, None, None)
+    s, ss, u = numbers.split(":")
+    return (f"{s}:0:0", f"{s}:{ss}:0", numbers)
+
+
+def without_order(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return [r[:ORDER] + r[ORDER + 1 :] for r in rows]
 
 
 def assert_same_rows(expected: list[tuple[Any, ...]], actual: list[tuple[Any, ...]]) -> None:
@@ -146,6 +199,38 @@ def assert_same_rows(expected: list[tuple[Any, ...]], actual: list[tuple[Any, ..
     extra = [r for r in actual if r not in expected][:3]
     assert not missing and not extra, f"missing {missing}; unexpected {extra}"
     assert sorted(actual, key=repr) == sorted(expected, key=repr)
+
+
+def assert_depth_first_order(course: Course, rows: list[tuple[Any, ...]]) -> None:
+    """block_order is a depth-first walk in children order: a block comes right after its
+    parent and the whole subtrees of its earlier siblings (sizes counted from parent links)."""
+    mine = [r for r in rows if r[1] == course.course_id]
+    reachable = {r[0]: r for r in mine if r[ORDER] is not None}
+    assert sorted(int(r[ORDER]) for r in reachable.values()) == list(range(len(reachable)))
+    assert all(r[ORDER] is None for r in mine if r[5] is None and r[6] != "course")
+    kids: dict[str, list[str]] = {loc: [] for loc in reachable}
+    for r in reachable.values():
+        if r[5] is not None:
+            kids[r[5]].append(r[0])
+
+    def size(loc: str) -> int:
+        total, todo = 0, [loc]
+        while todo:
+            total += 1
+            todo.extend(kids[todo.pop()])
+        return total
+
+    for block in course.blocks.values():
+        here = location(course, block.key)
+        if here not in reachable:
+            continue
+        children = [location(course, k) for k in block.children]
+        children = [c for i, c in enumerate(children) if c in kids[here] and c not in children[:i]]
+        assert sorted(children) == sorted(kids[here])
+        position = int(reachable[here][ORDER]) + 1
+        for child in children:
+            assert int(reachable[child][ORDER]) == position
+            position += size(child)
 
 
 class CountingCollection:
@@ -158,8 +243,10 @@ class CountingCollection:
 
     def find(self, *args: Any, **kwargs: Any) -> Any:
         query = args[0] if args else kwargs.get("filter")
-        self._owner.finds[self._name].append({"filter": query, **kwargs})
-        self._owner.log.append((self._name, len(query["_id"]["$in"])))
+        projection = args[1] if len(args) > 1 else kwargs.get("projection")
+        self._owner.finds[self._name].append({"filter": query, "projection": projection, **kwargs})
+        ids_only = projection == {"_id": 1}
+        self._owner.log.append((self._name, len(query["_id"]["$in"]), ids_only))
         return self._inner.find(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -167,12 +254,22 @@ class CountingCollection:
 
 
 class CountingClient:
-    """Wraps a client so finds on structures and definitions are recorded, in order."""
+    """Wraps a client so finds on structures and definitions are recorded, in order: (the
+    collection, how many ids were asked for, whether only the ids were wanted)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.finds: dict[str, list[dict[str, Any]]] = {cs.STRUCTURES: [], cs.DEFINITIONS: []}
-        self.log: list[tuple[str, int]] = []
+        self.log: list[tuple[str, int, bool]] = []
+
+    def asked(self, collection: str, *, ids_only: bool = False) -> list[Any]:
+        """Every id asked from ``collection`` (by the existence checks, or by the reads)."""
+        return [
+            oid
+            for f in self.finds[collection]
+            if (f["projection"] == {"_id": 1}) == ids_only
+            for oid in f["filter"]["_id"]["$in"]
+        ]
 
     def __getitem__(self, database: str) -> Any:
         outer = self
@@ -217,7 +314,7 @@ class CountingClient:
     ],
 )
 def test_weight_text(value: Any, text: str | None) -> None:
-    assert cs.number_text(value) == text
+    assert cb.number_text(value) == text
 
 
 @pytest.mark.parametrize(
@@ -231,15 +328,52 @@ def test_weight_text(value: Any, text: str | None) -> None:
         ("<problem><choicetextresponse></choicetextresponse></problem>", 1),
         ("<problem><!-- <optionresponse/> --><optionresponse/></problem>", 1),
         ("<problem>&lt;customresponse&gt;<customresponsex/><CUSTOMRESPONSE/></problem>", 0),
-        ("".join(f"<{t}>" for t in cs.RESPONSE_TAGS), len(cs.RESPONSE_TAGS)),
+        ("".join(f"<{t}>" for t in cb.RESPONSE_TAGS), len(cb.RESPONSE_TAGS)),
     ],
 )
 def test_count_responses(xml: str | None, count: int) -> None:
-    assert cs.count_responses(xml) == count
+    assert cb.count_responses(xml) == count
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("2024-02-01T12:00:00Z", "2024-02-01 12:00:00"),  # as Studio stores dates
+        ("2024-02-01T14:30:00+02:00", "2024-02-01 12:30:00"),  # another zone: to UTC
+        ("2024-02-01T12:00:00", "2024-02-01 12:00:00"),  # no zone: UTC
+        ("2024-02-01T12:00:00.250000Z", "2024-02-01 12:00:00.250000"),
+        (1706788800000, "2024-02-01 12:00:00"),  # epoch milliseconds
+        (datetime(2024, 2, 1, 12, 0, 0, 5), "2024-02-01 12:00:00.000005"),  # a BSON date
+        ("", None),
+        ("next week", None),
+        (None, None),
+        (True, None),
+        ([2024, 2, 1], None),
+    ],
+)
+def test_date_text(value: Any, text: str | None) -> None:
+    assert cb.date_text(value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(True, "1"), (False, "0"), ("true", "1"), ("True", "1"), ("false", "0"), ("yes", "0")]
+    + [(None, "0"), (1, "1"), (0, "0")],
+)
+def test_boolean_text(value: Any, text: str) -> None:
+    assert cb.boolean_text(value) == text
+
+
+@pytest.mark.parametrize(
+    "mark",
+    [None, "", "not json", "[]", '{"other": 1}', '{"published_versions": {"c": 1}}'],
+)
+def test_an_unreadable_versions_mark_means_read_everything(mark: str | None) -> None:
+    assert cs.versions_from_mark(mark) is None
 
 
 def test_generator_response_types_are_the_datasource_ones() -> None:
-    assert set(modulestore.RESPONSE_TYPES) == set(cs.RESPONSE_TAGS)
+    assert set(modulestore.RESPONSE_TYPES) == set(cb.RESPONSE_TAGS)
 
 
 def test_client_arguments(tmp_path: Path) -> None:
@@ -288,7 +422,7 @@ def test_template_table_matches_the_datasource(tmp_path: Path) -> None:
     (table,) = entry["tables"]
     assert table["name"] == "course_structures"
     assert [f["name"] for f in table["fields"]] == COLUMNS == list(cs.COLUMNS)
-    assert table["fields"][-1]["type"] in ("varchar", "double")
+    assert {f["name"]: f["type"] for f in table["fields"]}["weight"] == "double"
     source = cs.CourseStructuresDatasource(datasource_settings(tmp_path))
     described = source.describe(["course_structures", "other"])
     assert described == {"course_structures": [(f["name"], f["type"]) for f in table["fields"]]}
@@ -298,19 +432,51 @@ def test_template_table_matches_the_datasource(tmp_path: Path) -> None:
 
 
 def test_hand_built_course(tmp_path: Path, client: mongomock.MongoClient) -> None:
-    b = CourseBuilder(random.Random(1), "OrgX", "T1", "2024", 'Tiny, "course"')
-    ch = b.add(b.root, "chapter", "Week 1", "ch1")
-    seq = b.add(ch, "sequential", "Lesson\n1", "s1")
-    v = b.add(seq, "vertical", "Unit 🎓", "v1")
-    b.problem(v, "Two parts", ["stringresponse", "multiplechoiceresponse"], block_id="p1")
-    b.problem(v, "Weighted", ["stringresponse"], weight=(2.5, "2.5"), block_id="p2")
-    b.add(v, "html", "Back\\slash", "h1")
-    lib = b.add(v, "library_content", "Bank", "lc1")
-    b.problem(lib, "From the bank", ["numericalresponse"], weight=(1.0, "1"), block_id="p3")
-    b.problem(v, None, ["optionresponse"], definition_stored=False, block_id="p4")
-    b.link(v, seq)  # a cycle
-    b.link(v, ("problem", "ghost"))  # a child that names no block
-    b.orphan("html", "Lost", "o1")
+    b = CourseBuilder(
+        random.Random(1),
+        "OrgX",
+        "T1",
+        "2024",
+        'Tiny, "course"',
+        settings={"start": "2024-01-01T00:00:00Z"},
+    )
+    ch1 = b.add(b.root, "chapter", "Week 1", "ch1")
+    homework = {"graded": True, "format": "Homework", "due": "2024-02-01T12:00:00Z"}
+    s1 = b.add(ch1, "sequential", "Lesson\n1", "s1", settings=homework)
+    v1 = b.add(s1, "vertical", "Unit 🎓", "v1")
+    b.problem(v1, "Two parts", ["stringresponse", "multiplechoiceresponse"], block_id="p1")
+    # Its own format is not what the grader uses: the subsection's is.
+    b.problem(
+        v1,
+        "Weighted",
+        ["stringresponse"],
+        weight=(2.5, "2.5"),
+        block_id="p2",
+        settings={"format": "Lab"},
+    )
+    b.add(v1, "html", "Back\\slash", "h1")
+    lib = b.add(v1, "library_content", "Bank", "lc1")
+    b.problem(
+        lib,
+        "From the bank",
+        ["numericalresponse"],
+        weight=(1.0, "1"),
+        block_id="p3",
+        defaults={"visible_to_staff_only": True},  # copied from a library: its "defaults"
+    )
+    b.problem(v1, None, ["optionresponse"], definition_stored=False, block_id="p4")
+    b.link(v1, s1)  # a cycle
+    b.link(v1, ("problem", "ghost"))  # a child that names no block
+    late = {"due": "2024-02-15T12:00:00Z", "visible_to_staff_only": True}
+    v2 = b.add(s1, "vertical", "Unit B", "v2", settings=late)  # its own due date
+    b.add(v2, "html", "Late note", "h2")
+    s2 = b.add(ch1, "sequential", "Lesson 2", "s2", settings={"hide_from_toc": True})
+    b.add(s2, "vertical", "Unit C", "v3")  # a unit with no components yet
+    ch2 = b.add(b.root, "chapter", "Week 2", "ch2", settings={"start": "2024-03-01T00:00:00Z"})
+    s3 = b.add(ch2, "sequential", "Exam", "s3", settings={"graded": True, "format": "Final Exam"})
+    v4 = b.add(s3, "vertical", "Exam unit", "v4")
+    b.problem(v4, "Final question", ["stringresponse"], block_id="p5", settings={"graded": False})
+    b.orphan("html", "Lost", "o1", settings={"graded": True})
     course = b.build()
     modulestore.write(client["edxapp"], [course])
 
@@ -321,39 +487,87 @@ def test_hand_built_course(tmp_path: Path, client: mongomock.MongoClient) -> Non
 
     head = (c, "OrgX", "T1", "2024")
     name = 'Tiny, "course"'
+    published = (str(course.published), FIRST_EDITED_ON)
+    jan, mar, default_start = "2024-01-01 00:00:00", "2024-03-01 00:00:00", "2030-01-01 00:00:00"
+    due1, due2 = "2024-02-01 12:00:00", "2024-02-15 12:00:00"
+    # Per block: the original's 16 columns, then order, section/subsection/unit numbers,
+    # graded, format, due, start, visible_to_staff_only, hide_from_toc, version, edited_on.
+    in_s1 = ("1", "Homework", due1, jan, "0", "0")
     expected = [
-        (c, *head, None, "course", "course", name, name, None, None, None, None, None, None),
+        (c, *head, None, "course", "course", name, None, None, None, None, None, None, None)
+        + ("0", "0:0:0", "0:0:0", "0:0:0", "0", None, None, jan, "0", "0"),
         (at("chapter", "ch1"), *head, c, "chapter", "ch1", "Week 1", name)
-        + ("Week 1", None, None, None, None, None),
+        + (None, None, None, None, None, None)
+        + ("1", "1:0:0", "1:0:0", "1:0:0", "0", None, None, jan, "0", "0"),
         (at("sequential", "s1"), *head, at("chapter", "ch1"), "sequential", "s1", "Lesson\n1")
-        + (name, "Week 1", "Lesson\n1", None, None, None, None),
+        + (name, "Week 1", None, None, None, None, None)
+        + ("2", "1:0:0", "1:1:0", "1:1:0", *in_s1),
         (at("vertical", "v1"), *head, at("sequential", "s1"), "vertical", "v1", "Unit 🎓", name)
-        + ("Week 1", "Lesson\n1", "Unit 🎓", None, None, None),
+        + ("Week 1", "Lesson\n1", None, None, None, None)
+        + ("3", "1:0:0", "1:1:0", "1:1:1", *in_s1),
         (at("problem", "p1"), *head, at("vertical", "v1"), "problem", "p1", "Two parts", name)
-        + ("Week 1", "Lesson\n1", "Unit 🎓", None, "Two parts", "2"),
+        + ("Week 1", "Lesson\n1", "Unit 🎓", None, "Two parts", "2")
+        + ("4", "1:0:0", "1:1:0", "1:1:1", *in_s1),
         (at("problem", "p2"), *head, at("vertical", "v1"), "problem", "p2", "Weighted", name)
-        + ("Week 1", "Lesson\n1", "Unit 🎓", None, "Weighted", "2.5"),
+        + ("Week 1", "Lesson\n1", "Unit 🎓", None, "Weighted", "2.5")
+        + ("5", "1:0:0", "1:1:0", "1:1:1", *in_s1),
         (at("html", "h1"), *head, at("vertical", "v1"), "html", "h1", "Back\\slash", name)
-        + ("Week 1", "Lesson\n1", "Unit 🎓", None, "Back\\slash", None),
+        + ("Week 1", "Lesson\n1", "Unit 🎓", None, "Back\\slash", None)
+        + ("6", "1:0:0", "1:1:0", "1:1:1", *in_s1),
         (at("library_content", "lc1"), *head, at("vertical", "v1"), "library_content", "lc1")
-        + ("Bank", name, "Week 1", "Lesson\n1", "Unit 🎓", "Bank", None, None),
+        + ("Bank", name, "Week 1", "Lesson\n1", "Unit 🎓", None, None, None)
+        + ("7", "1:0:0", "1:1:0", "1:1:1", *in_s1),
         (at("problem", "p3"), *head, at("library_content", "lc1"), "problem", "p3")
-        + ("From the bank", name, "Week 1", "Lesson\n1", "Unit 🎓", "Bank", "From the bank", "1"),
+        + ("From the bank", name, "Week 1", "Lesson\n1", "Unit 🎓", "Bank", "From the bank", "1")
+        + ("8", "1:0:0", "1:1:0", "1:1:1", "1", "Homework", due1, jan, "1", "0"),
         (at("problem", "p4"), *head, at("vertical", "v1"), "problem", "p4", None, name)
-        + ("Week 1", "Lesson\n1", "Unit 🎓", None, None, None),
-        (at("html", "o1"), *head, None, "html", "o1", "Lost", name)
-        + (None, None, None, None, "Lost", None),
+        + ("Week 1", "Lesson\n1", "Unit 🎓", None, None, None)
+        + ("9", "1:0:0", "1:1:0", "1:1:1", *in_s1),
+        (at("vertical", "v2"), *head, at("sequential", "s1"), "vertical", "v2", "Unit B", name)
+        + ("Week 1", "Lesson\n1", None, None, None, None)
+        + ("10", "1:0:0", "1:1:0", "1:1:2", "1", "Homework", due2, jan, "1", "0"),
+        (at("html", "h2"), *head, at("vertical", "v2"), "html", "h2", "Late note", name)
+        + ("Week 1", "Lesson\n1", "Unit B", None, "Late note", None)
+        + ("11", "1:0:0", "1:1:0", "1:1:2", "1", "Homework", due2, jan, "1", "0"),
+        (at("sequential", "s2"), *head, at("chapter", "ch1"), "sequential", "s2", "Lesson 2")
+        + (name, "Week 1", None, None, None, None, None)
+        + ("12", "1:0:0", "1:2:0", "1:2:0", "0", None, None, jan, "0", "1"),
+        (at("vertical", "v3"), *head, at("sequential", "s2"), "vertical", "v3", "Unit C", name)
+        + ("Week 1", "Lesson 2", None, None, None, None)
+        + ("13", "1:0:0", "1:2:0", "1:2:1", "0", None, None, jan, "0", "0"),
+        (at("chapter", "ch2"), *head, c, "chapter", "ch2", "Week 2", name)
+        + (None, None, None, None, None, None)
+        + ("14", "2:0:0", "2:0:0", "2:0:0", "0", None, None, mar, "0", "0"),
+        (at("sequential", "s3"), *head, at("chapter", "ch2"), "sequential", "s3", "Exam", name)
+        + ("Week 2", None, None, None, None, None)
+        + ("15", "2:0:0", "2:1:0", "2:1:0", "1", "Final Exam", None, mar, "0", "0"),
+        (at("vertical", "v4"), *head, at("sequential", "s3"), "vertical", "v4", "Exam unit", name)
+        + ("Week 2", "Exam", None, None, None, None)
+        + ("16", "2:0:0", "2:1:0", "2:1:1", "1", "Final Exam", None, mar, "0", "0"),
+        (at("problem", "p5"), *head, at("vertical", "v4"), "problem", "p5", "Final question")
+        + (name, "Week 2", "Exam", "Exam unit", None, "Final question", "1")
+        + ("17", "2:0:0", "2:1:0", "2:1:1", "0", "Final Exam", None, mar, "0", "0"),
+        # The orphan: no parent, no ancestor names, no component, no position; only its own
+        # settings, and Open edX's defaults for the rest.
+        (at("html", "o1"), *head, None, "html", "o1", "Lost", None)
+        + (None, None, None, None, None, None)
+        + (None, None, None, None, "1", None, None, default_start, "0", "0"),
     ]
+    expected = [row + published for row in expected]
     rows = all_rows(datasource_settings(tmp_path))
     # Course order: depth first from the root, then the orphans.
     assert rows == expected
-    assert_same_rows(expected_rows([course]), rows)  # the generator's bookkeeping agrees
+    # The generator's bookkeeping agrees, and so does the depth-first check.
+    assert_same_rows(expected_rows([course]), without_order(rows))
+    assert_depth_first_order(course, rows)
 
 
 def test_generated_courses_every_column(tmp_path: Path, store: Modulestore) -> None:
     rows = all_rows(datasource_settings(tmp_path))
     courses = store.extracted("mongodb")
-    assert_same_rows(expected_rows(courses), rows)
+    assert_same_rows(expected_rows(courses), without_order(rows))
+    for course in courses:
+        assert_depth_first_order(course, rows)
     # Course by course, in course id order, each starting with its course block.
     order = [r[1] for r in rows]
     assert order == sorted(order)
@@ -362,19 +576,31 @@ def test_generated_courses_every_column(tmp_path: Path, store: Modulestore) -> N
     # Structural checks that do not depend on the generator's bookkeeping.
     by_location = {r[0]: r for r in rows}
     assert len(by_location) == len(rows)
+    columns = dict(zip(range(9, 14), cb.ANCESTOR_TYPES, strict=True))
     for r in rows:
         assert r[0].startswith("course-v1:" if r[6] == "course" else "block-v1:")
-        if r[5] is not None:
-            parent = by_location[r[5]]
-            assert parent[1] == r[1]
-            # An ancestor column is the parent's, unless the block is of that type itself.
-            for i, kind in zip(range(10, 14), cs.ANCESTOR_TYPES, strict=True):
-                assert r[i] == (r[8] if r[6] == kind else parent[i])
+        if r[5] is None:
+            assert r[9:15] == (None,) * 6  # the course block and orphans
+            continue
+        parent = by_location[r[5]]
+        assert parent[1] == r[1]
+        # An ancestor column is the parent's, or the parent's own name when the parent is
+        # the first (outermost) block of that type on the way down.
+        for i, kind in columns.items():
+            assert r[i] == (parent[8] if parent[6] == kind and parent[i] is None else parent[i])
         assert r[9] == by_location[r[1]][8]
+        # Settings come down from the parent unless the block's own document sets them.
+        assert r[20] in ("0", "1") and r[24] in ("0", "1") and r[25] in ("0", "1")
+        if parent[6] != "course" and r[6] != "sequential":
+            assert r[21] == parent[21]  # format: the subsection's, all the way down
         assert (r[15] is not None) <= (r[6] == "problem")
     types = {r[6] for r in rows}
     assert {"course", "chapter", "sequential", "vertical", "problem", "html", "video"} <= types
     assert "library_content" in types
+    # The generator sets these often enough that every value shows up.
+    assert {r[21] for r in rows} >= {None, *modulestore.ASSIGNMENT_TYPES}
+    assert {r[20] for r in rows} == {"0", "1"} and {r[24] for r in rows} == {"0", "1"}
+    assert {r[25] for r in rows} == {"0", "1"} and len({r[22] for r in rows}) > 5
     names = {r[8] for r in rows}
     for awkward in modulestore.AWKWARD_NAMES:
         assert awkward in names
@@ -387,7 +613,7 @@ def test_rerun_is_its_own_course(tmp_path: Path, store: Modulestore) -> None:
     assert len(old) == len(new) > 50
     assert {r[7] for r in old} == {r[7] for r in new}  # Studio keeps block ids in reruns
     assert not {r[0] for r in old} & {r[0] for r in new}
-    assert {r[9] for r in new} == {"Data Science 101 (2025)"}
+    assert {r[9] for r in new if r[5] is not None} == {"Data Science 101 (2025)"}
 
 
 def test_weight_rules(tmp_path: Path, store: Modulestore) -> None:
@@ -408,7 +634,7 @@ def test_weight_rules(tmp_path: Path, store: Modulestore) -> None:
 
 
 def test_orphans_cycles_dangling_children_and_odd_documents(
-    tmp_path: Path, client: mongomock.MongoClient
+    tmp_path: Path, client: mongomock.MongoClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     db = client["edxapp"]
 
@@ -438,8 +664,12 @@ def test_orphans_cycles_dangling_children_and_odd_documents(
                         ["vertical", "b"],
                         display_name="A",
                     ),
-                    block("vertical", "b", ["chapter", "a"], display_name="B"),
+                    block("vertical", "b", ["chapter", "a"], ["vertical", "in"], display_name="B"),
                     block("vertical", "b", display_name="duplicate entry, ignored"),
+                    # Nested units (as in a split_test): the outer one names them, as in the
+                    # original, where the outermost ancestor of a type wins.
+                    block("vertical", "in", ["html", "deep"], display_name="Inner"),
+                    block("html", "deep", display_name="Deep"),
                     block("sequential", "lost", ["html", "under-lost"], display_name="L"),
                     block("html", "under-lost"),
                 ],
@@ -465,24 +695,35 @@ def test_orphans_cycles_dangling_children_and_odd_documents(
             {"org": "O", "course": "C", "run": "R3", "versions": {"published-branch": ObjectId()}},
         ]
     )
-    rows = all_rows(datasource_settings(tmp_path))
+    # One course of three has no structure: allowed here (the default would fail the table).
+    settings = datasource_settings(tmp_path, max_missing_structures_percent=40)
+    with caplog.at_level(logging.WARNING, logger="panorama_elt"):
+        rows = all_rows(settings)
+    assert "course-v1:O+C+R3: published structure" in caplog.text
     got = {(r[1][-2:], r[6], r[7]): r for r in rows}
-    assert len(rows) == len(got) == 6
+    assert len(rows) == len(got) == 8
     c1, c2 = "course-v1:O+C+R1", "course-v1:O+C+R2"
     loc_a = "block-v1:O+C+R1+type@chapter+block@a"
+    loc_b = "block-v1:O+C+R1+type@vertical+block@b"
     assert got[("R1", "course", "course")][5] is None
     assert got[("R1", "chapter", "a")][5] == c1
     assert got[("R1", "vertical", "b")][5] == loc_a
     assert got[("R1", "vertical", "b")][8] == "B"
-    assert got[("R1", "vertical", "b")][10:13] == ("A", None, "B")
-    # Orphans: no parent, only their own name in their own ancestor column.
-    lost = got[("R1", "sequential", "lost")]
-    assert lost[5] is None and lost[10:15] == (None, "L", None, None, None)
-    under = got[("R1", "html", "under-lost")]
-    assert under[5] is None and under[8] is None and under[10:16] == (None,) * 6
-    assert {r[9] for r in rows if r[1] == c1} == {"Odd"}
-    alone = got[("R2", "html", "alone")]
-    assert alone[1] == c2 and alone[5] is None and alone[9] is None and alone[14] == "Alone"
+    assert got[("R1", "vertical", "b")][9:16] == ("Odd", "A", None, None, None, None, None)
+    assert got[("R1", "vertical", "in")][5] == loc_b
+    assert got[("R1", "vertical", "in")][9:15] == ("Odd", "A", None, "B", None, None)
+    assert got[("R1", "html", "deep")][9:15] == ("Odd", "A", None, "B", None, "Deep")
+    assert got[("R1", "html", "deep")][ORDER : ORDER + 4] == ("4", "1:0:0", "1:0:0", "1:0:1")
+    # Orphans, and blocks only an orphan lists: no parent, no ancestors, no component.
+    for key in (
+        ("R1", "sequential", "lost"),
+        ("R1", "html", "under-lost"),
+        ("R2", "html", "alone"),
+    ):
+        assert got[key][5] is None and got[key][9:15] == (None,) * 6
+        assert got[key][ORDER : ORDER + 4] == (None,) * 4
+    assert got[("R2", "html", "alone")][1] == c2
+    assert {r[9] for r in rows if r[1] == c1 and r[5] is not None} == {"Odd"}
 
 
 def test_deep_tree_does_not_recurse(tmp_path: Path, client: mongomock.MongoClient) -> None:
@@ -500,8 +741,11 @@ def test_deep_tree_does_not_recurse(tmp_path: Path, client: mongomock.MongoClien
     bottom = rows[-1]
     assert bottom[7] == "bottom"
     assert bottom[5] == f"block-v1:Deep+D1+R+type@vertical+block@v{depth - 1}"
-    assert bottom[10:16] == ("Chapter", None, f"Level {depth - 1}", None, "Bottom", "1")
-    assert_same_rows(expected_rows([course]), rows)
+    # The outermost unit names every block below it, as in the original.
+    assert bottom[10:16] == ("Chapter", None, "Level 0", None, "Bottom", "1")
+    # After the course, the chapter and the units; in the first unit, of no subsection.
+    assert bottom[ORDER : ORDER + 4] == (str(depth + 2), "1:0:0", "1:0:0", "1:0:1")
+    assert_same_rows(expected_rows([course]), without_order(rows))
 
 
 def test_libraries_drafts_and_unpublished_courses_are_skipped(
@@ -551,22 +795,28 @@ def test_rows_are_lazy_and_reads_are_batched(
     monkeypatch.setattr(cs, "mongo_client_factory", lambda *a, **k: counting)
     monkeypatch.setattr(cs, "STRUCTURE_BATCH", 4)
     monkeypatch.setattr(cs, "DEFINITION_BATCH", 25)
+    monkeypatch.setattr(cs, "ROW_BATCH", 50)
     settings = datasource_settings(tmp_path)
     source = cs.CourseStructuresDatasource(settings)
-    # Batches of one row: the first batch needs the first structures only.
-    monkeypatch.setattr(cs, "batched", functools.partial(batched, size=1))
-    batches = source.extract(settings.tables[0], force=True, mark=None).batches
-    assert counting.log == []  # nothing read before rows are asked for
-    rows = (row for batch in batches for row in batch)
-    first = next(rows)
-    assert [name for name, _ in counting.log].count(cs.STRUCTURES) == 1
-    all_of_them = [first, *rows]
-    source.close()
+    extraction = source.extract(settings.tables[0], force=True, mark=None)
     courses = store.extracted("mongodb")
+    # Before rows are asked for, only one existence check (ids only) of every structure.
+    assert counting.log == [(cs.STRUCTURES, 16, True)]
+    assert set(counting.asked(cs.STRUCTURES, ids_only=True)) == {c.published for c in courses}
+    assert extraction.batches is not None
+    first = next(extraction.batches)
+    assert [name for name, _, ids_only in counting.log if not ids_only].count(cs.STRUCTURES) == 1
+    batches = [first, *extraction.batches]
+    source.close()
+    all_of_them = [row for batch in batches for row in batch]
+    assert [len(b) for b in batches[:-1]] == [50] * (len(batches) - 1)  # ROW_BATCH rows
+    assert 0 < len(batches[-1]) <= 50 and len(batches) > 10
     assert len({r[1] for r in all_of_them}) == len(courses) == 16
     # Structures: 4 per query, each course's structure asked once.
-    structure_sizes = [n for name, n in counting.log if name == cs.STRUCTURES]
+    reads = [(name, n) for name, n, ids_only in counting.log if not ids_only]
+    structure_sizes = [n for name, n in reads if name == cs.STRUCTURES]
     assert structure_sizes == [4, 4, 4, 4]
+    assert sorted(counting.asked(cs.STRUCTURES)) == sorted(c.published for c in courses)
     # Definitions: only for problems without an explicit weight, each asked once, at most 25
     # per query, and per batch of structures as few queries as that allows.
     wanted = {
@@ -575,15 +825,24 @@ def test_rows_are_lazy_and_reads_are_batched(
         for b in c.blocks.values()
         if b.block_type == "problem" and b.weight is None
     }
-    asked = [oid for f in counting.finds[cs.DEFINITIONS] for oid in f["filter"]["_id"]["$in"]]
-    assert len(asked) == len(set(asked)) and set(asked) == wanted
-    batches: list[list[int]] = []
-    for name, n in counting.log:
+    asked = counting.asked(cs.DEFINITIONS)
+    assert set(asked) == wanted
+    # Each once per batch of structures (a rerun shares definitions with its original).
+    finds = iter(counting.finds[cs.DEFINITIONS])
+    per_batch: list[list[Any]] = []
+    for name, _ in reads:
         if name == cs.STRUCTURES:
-            batches.append([])
+            per_batch.append([])
         else:
-            batches[-1].append(n)
-    for sizes in batches:
+            per_batch[-1].extend(next(finds)["filter"]["_id"]["$in"])
+    assert all(len(ids) == len(set(ids)) for ids in per_batch)
+    definitions: list[list[int]] = []
+    for name, n in reads:
+        if name == cs.STRUCTURES:
+            definitions.append([])
+        else:
+            definitions[-1].append(n)
+    for sizes in definitions:
         assert len(sizes) == math.ceil(sum(sizes) / 25)
         assert all(n == 25 for n in sizes[:-1])
     assert len(counting.finds[cs.DEFINITIONS]) < len(wanted) / 5
@@ -603,7 +862,7 @@ def test_definition_queries_grow_with_batches_not_problems(
         monkeypatch.setattr(cs, "mongo_client_factory", lambda *a, c=counting, **k: c)
         rows = all_rows(datasource_settings(tmp_path))
         assert len({r[1] for r in rows}) <= cs.STRUCTURE_BATCH  # one batch of structures
-        queries = [n for name, n in counting.log if name == cs.DEFINITIONS]
+        queries = [n for name, n, _ in counting.log if name == cs.DEFINITIONS]
         assert len(queries) == math.ceil(sum(queries) / 50)
         problems = sum(1 for r in rows if r[6] == "problem")
         seen[n] = (problems, sum(queries), len(queries))
@@ -731,7 +990,7 @@ def test_active_versions_from_the_mysql_course_index(
     # version) and the never-published course are not.
     assert "course-v1:PanoramaX+IDX1+2023_T2" in ids
     assert ids == {r[1] for r in rows}
-    assert_same_rows(expected_rows(courses), rows)
+    assert_same_rows(expected_rows(courses), without_order(rows))
     source = cs.CourseStructuresDatasource(settings)
     assert f"{written} rows in {cs.COURSE_INDEX_TABLE}" in source.test_connection()
     source.close()
@@ -753,12 +1012,29 @@ def cli(settings: Path, *args: str) -> Any:
     return CliRunner().invoke(main, ["--settings", str(settings), *args], catch_exceptions=False)
 
 
-@pytest.mark.parametrize("weight_type", ["varchar", "double"])
+def typed(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row of text as the typed view of the template's types returns it."""
+    numbers = {"weight": float, "block_order": int, "graded": int, "hide_from_toc": int}
+    numbers["visible_to_staff_only"] = int
+    dates = {"due", "start", "published_on"}
+    out = []
+    for name, value in zip(COLUMNS, row, strict=True):
+        if value is not None and name in numbers:
+            value = numbers[name](value)
+        elif value is not None and name in dates:
+            value = datetime.fromisoformat(value)
+        out.append(value)
+    return tuple(out)
+
+
+@pytest.mark.parametrize("types", ["template", "varchar"])
 def test_end_to_end_into_the_local_datalake(
-    tmp_path: Path, store: Modulestore, client: mongomock.MongoClient, weight_type: str
+    tmp_path: Path, store: Modulestore, client: mongomock.MongoClient, types: str
 ) -> None:
     entry = source_entry()
-    entry["tables"][0]["fields"][-1]["type"] = weight_type
+    if types == "template":
+        template = yaml.safe_load(TEMPLATE.read_text())["datasources"][0]["tables"][0]
+        entry["tables"][0]["fields"] = template["fields"]
     settings_file = write_settings(
         tmp_path / "settings.yaml", local_datalake(tmp_path / "lake", lms=LMS), [entry]
     )
@@ -777,10 +1053,13 @@ def test_end_to_end_into_the_local_datalake(
         ).fetchall()
     finally:
         db.close()
+    for course in store.extracted("mongodb"):
+        assert_depth_first_order(course, view)
     expected = expected_rows(store.extracted("mongodb"))
-    if weight_type == "double":
-        expected = [(*r[:-1], None if r[-1] is None else float(r[-1])) for r in expected]
-    assert_same_rows(expected, view)
+    expected = [(*r[:ORDER], None, *r[ORDER:]) for r in expected]  # order checked above
+    if types == "template":
+        expected = [typed(r) for r in expected]
+    assert_same_rows(expected, [(*r[:ORDER], None, *r[ORDER + 1 :]) for r in view])
     names = {r[8] for r in view}
     assert 'Data "Science", 101\nIntro — 📊 \\ back' in {r[9] for r in view}
     assert "Line one\nline two\r\nline three" in names and "" in names and None in names
@@ -790,3 +1069,228 @@ def test_end_to_end_into_the_local_datalake(
     _, kwargs = client.factory_calls[-1]
     assert kwargs["readPreference"] == "secondaryPreferred"
     assert kwargs["host"] == MONGO_HOST
+
+
+# --- only changed courses re-read ----------------------------------------------------------
+
+
+@pytest.mark.mariadb
+def test_hourly_runs_read_only_republished_courses(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    client: mongomock.MongoClient,
+    mysql_server: dict[str, Any],
+    scratch_db: str,
+) -> None:
+    store = modulestore.generate(client["edxapp"], courses=3, seed=7)
+    with connect(mysql_server, scratch_db) as conn:
+        modulestore.write_course_index(conn, store.courses)
+    counting = CountingClient(client)
+    monkeypatch.setattr(cs, "mongo_client_factory", lambda *a, **k: counting)
+    entry = source_entry(
+        mysql_host=mysql_server["host"],
+        mysql_port=mysql_server["port"],
+        mysql_username=mysql_server["user"],
+        mysql_password=mysql_server["password"],
+        mysql_database=scratch_db,
+        max_missing_structures_percent=20,  # one course of six may lag behind
+    )
+    entry["tables"][0]["partitions"] = {"partition_fields": ["course_id"]}
+    settings_file = write_settings(
+        tmp_path / "settings.yaml", local_datalake(tmp_path / "lake", lms=LMS), [entry]
+    )
+    for command in (["create-datalake-tables", "--all"], ["create-datalake-views", "--all"]):
+        assert cli(settings_file, *command).exit_code == 0
+    courses = store.extracted("mysql")
+    assert len(courses) == 6
+
+    def run(*extra: str) -> dict[str, Any]:
+        for finds in counting.finds.values():
+            finds.clear()
+        report = tmp_path / "r.json"
+        result = cli(
+            settings_file, "extract-and-load", "--all", "--results-file", str(report), *extra
+        )
+        assert result.exit_code == 0, result.output
+        (table,) = json.loads(report.read_text())["tables"]
+        table["output"] = result.output
+        return table
+
+    def view() -> dict[str, list[tuple[Any, ...]]]:
+        db = duckdb.connect(str(tmp_path / "lake" / "panorama.duckdb"), read_only=True)
+        try:
+            columns = ", ".join(f'"{c}"' for c in COLUMNS)
+            rows = db.execute(f"SELECT {columns} FROM openedx_table_course_structures").fetchall()
+        finally:
+            db.close()
+        by_course: dict[str, list[tuple[Any, ...]]] = {}
+        for row in rows:
+            by_course.setdefault(row[1], []).append(row)
+        return {c: sorted(r, key=repr) for c, r in by_course.items()}
+
+    def counts(read: int, skipped: int, removed: int = 0, missing: int = 0) -> dict[str, int]:
+        return {
+            "courses_read": read,
+            "courses_skipped": skipped,
+            "courses_removed": removed,
+            "courses_missing": missing,
+        }
+
+    def publish(course: Course, version: ObjectId) -> None:
+        with connect(mysql_server, scratch_db) as conn, conn.cursor() as cur:
+            cur.execute(
+                f"UPDATE {cs.COURSE_INDEX_TABLE} SET published_version = %s WHERE course_id = %s",
+                (str(version), course.course_id),
+            )
+
+    first = run()  # nothing registered yet: every course
+    assert first["mode"] == "full" and first["counts"] == counts(6, 0)
+    assert first["partitions_written"] == first["partitions_registered"] == 6
+    before = view()
+    assert set(before) == {c.course_id for c in courses}
+    assert_same_rows(expected_rows(courses), without_order([r for v in before.values() for r in v]))
+
+    # Studio publishes one course again: a new structure, and the index names it.
+    target = courses[2]
+    structures = client["edxapp"][cs.STRUCTURES]
+    document = structures.find_one({"_id": target.published})
+    new_version = ObjectId()
+    document["_id"] = new_version
+    document["edited_on"] = datetime(2024, 6, 1, 8, 0, 0)
+    root = next(b for b in document["blocks"] if b["block_type"] == "course")
+    root["fields"]["display_name"] = "Renamed and published again"
+    structures.insert_one(document)
+    publish(target, new_version)
+    second = run()
+    assert second["mode"] == "incremental" and second["counts"] == counts(1, 5)
+    assert (second["partitions_written"], second["partitions_registered"]) == (1, 0)
+    assert second["partitions_removed"] == 0
+    assert "courses_read=1 courses_skipped=5" in second["output"]
+    # MongoDB was asked for that one structure only (existence check, then the read).
+    assert counting.asked(cs.STRUCTURES, ids_only=True) == [new_version]
+    assert counting.asked(cs.STRUCTURES) == [new_version]
+    after = view()
+    assert {c: r for c, r in after.items() if c != target.course_id} == {
+        c: r for c, r in before.items() if c != target.course_id
+    }
+    renamed = after[target.course_id]
+    assert len(renamed) == len(before[target.course_id])
+    assert {r[8] for r in renamed if r[6] == "course"} == {"Renamed and published again"}
+    assert {r[9] for r in renamed if r[5] is not None} == {"Renamed and published again"}
+    assert {(r[26], r[27]) for r in renamed} == {(str(new_version), "2024-06-01 08:00:00")}
+
+    third = run()  # nothing changed: nothing read
+    assert third["counts"] == counts(0, 6) and third["partitions_written"] == 0
+    assert counting.asked(cs.STRUCTURES) == counting.asked(cs.STRUCTURES, ids_only=True) == []
+    assert view() == after
+
+    # A course published again whose structure has not reached this replica yet: it keeps
+    # its rows, and is read once the structure is there.
+    lagging = courses[3]
+    lagging_version = ObjectId()
+    publish(lagging, lagging_version)
+    lagged = run()
+    assert lagged["counts"] == counts(0, 5, missing=1) and lagged["partitions_removed"] == 0
+    assert view() == after
+    document = structures.find_one({"_id": lagging.published})
+    document["_id"] = lagging_version
+    structures.insert_one(document)
+    caught_up = run()
+    assert caught_up["counts"] == counts(1, 5) and counting.asked(cs.STRUCTURES) == [
+        lagging_version
+    ]
+    assert {r[26] for r in view()[lagging.course_id]} == {str(lagging_version)}
+    after = view()
+
+    # One course is deleted, another unpublished: their partitions go.
+    deleted, unpublished = courses[0].course_id, courses[1].course_id
+    with connect(mysql_server, scratch_db) as conn, conn.cursor() as cur:
+        cur.execute(f"DELETE FROM {cs.COURSE_INDEX_TABLE} WHERE course_id = %s", (deleted,))
+        cur.execute(
+            f"UPDATE {cs.COURSE_INDEX_TABLE} SET published_version = '' WHERE course_id = %s",
+            (unpublished,),
+        )
+    fourth = run()
+    assert fourth["counts"] == counts(0, 4, removed=2) and fourth["partitions_removed"] == 2
+    assert view() == {c: r for c, r in after.items() if c not in (deleted, unpublished)}
+    assert not list((tmp_path / "lake").glob(f"**/course_id={quote(deleted, safe='')}"))
+
+    forced = run("--force")  # every published course again
+    assert forced["mode"] == "full" and forced["counts"] == counts(4, 0)
+    assert forced["partitions_written"] == 4 and forced["partitions_removed"] == 0
+    assert view() == {c: r for c, r in after.items() if c not in (deleted, unpublished)}
+
+    # After the table is dropped and created again, the stored versions describe nothing:
+    # the next hourly run reads every course.
+    for command in ("drop-datalake-tables", "create-datalake-tables", "create-datalake-views"):
+        assert cli(settings_file, command, "--all").exit_code == 0
+    again = run()
+    assert again["mode"] == "full" and again["counts"] == counts(4, 0)
+    assert view() == {c: r for c, r in after.items() if c not in (deleted, unpublished)}
+
+
+@pytest.mark.parametrize(
+    ("partitions", "message"),
+    [
+        ({"partition_fields": ["organization"]}, "can only be partitioned by course_id"),
+        (
+            {"partition_fields": ["course_id"], "timestamp_field": "due", "interval": "1 hour"},
+            "take no timestamp_field or interval",
+        ),
+    ],
+)
+def test_unsupported_partitions_are_one_clear_line(
+    tmp_path: Path, store: Modulestore, partitions: dict[str, Any], message: str
+) -> None:
+    entry = source_entry()
+    entry["tables"][0]["partitions"] = partitions
+    raw = {"datalake": local_datalake(tmp_path / "lake"), "datasources": [entry]}
+    settings = parse_settings(raw, tmp_path / "settings.yaml").datasources[0]
+    source = cs.CourseStructuresDatasource(settings)
+    with pytest.raises(SourceError, match=message):
+        source.extract(settings.tables[0], force=False, mark=None)
+    source.close()
+
+
+# --- missing structures --------------------------------------------------------------------
+
+
+def test_missing_structures_fail_the_table_over_the_threshold(
+    tmp_path: Path,
+    client: mongomock.MongoClient,
+    store: Modulestore,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    courses = store.extracted("mongodb")
+    assert len(courses) == 5
+    gone = courses[1]
+    client["edxapp"][cs.STRUCTURES].delete_one({"_id": gone.published})  # replica lag
+    with pytest.raises(SourceError) as caught:
+        all_rows(datasource_settings(tmp_path))  # default: 10%
+    message = str(caught.value)
+    assert message.startswith("course_structures: 1 of 5 published courses (20%) have no")
+    assert gone.course_id in message and "max_missing_structures_percent (10%)" in message
+    assert "\n" not in message
+    # At 20% allowed, the course is left out with a warning; the others are all there.
+    with caplog.at_level(logging.WARNING, logger="panorama_elt"):
+        rows = all_rows(datasource_settings(tmp_path, max_missing_structures_percent=20))
+    assert f"{gone.course_id}: published structure {gone.published} not found" in caplog.text
+    kept = [c for c in courses if c is not gone]
+    assert_same_rows(expected_rows(kept), without_order(rows))
+    # A database holding no course at all and no structure: the wrong database, not a success.
+    with pytest.raises(
+        SourceError, match=r"no published course and no structure .*mongodb_database"
+    ):
+        all_rows(datasource_settings(tmp_path, mongodb_database="not_the_modulestore"))
+
+
+@pytest.mark.parametrize(("value", "problem"), [(101, "between 0 and 100"), ("ten", "whole")])
+def test_bad_threshold_setting(tmp_path: Path, value: Any, problem: str) -> None:
+    raw = {
+        "datalake": local_datalake(tmp_path / "lake"),
+        "datasources": [source_entry(max_missing_structures_percent=value)],
+    }
+    with pytest.raises(
+        SettingsError, match=rf"datasources\[0\]\.max_missing_structures_percent: .*{problem}"
+    ):
+        parse_settings(raw, tmp_path / "settings.yaml")

@@ -78,6 +78,9 @@ TABLES = {
     "openedx_course_structures": """\
   tables:
   - name: course_structures
+    # Opt in to one file per course, re-reading only courses published again since the
+    # last run (run create-datalake-tables after changing it):
+    # partitions: {partition_fields: [course_id]}
     fields:
     - {name: module_location, type: varchar}
     - {name: course_id, type: varchar}
@@ -95,6 +98,18 @@ TABLES = {
     - {name: library, type: varchar}
     - {name: component, type: varchar}
     - {name: weight, type: double}
+    - {name: block_order, type: int}
+    - {name: section_number, type: varchar}
+    - {name: subsection_number, type: varchar}
+    - {name: unit_number, type: varchar}
+    - {name: graded, type: boolean}
+    - {name: format, type: varchar}
+    - {name: due, type: datetime}
+    - {name: start, type: datetime}
+    - {name: visible_to_staff_only, type: boolean}
+    - {name: hide_from_toc, type: boolean}
+    - {name: published_version, type: varchar}
+    - {name: published_on, type: datetime}
 """,
     "mysql": """\
   tables:

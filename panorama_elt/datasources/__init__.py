@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from panorama_elt.datasources.source_settings import (
+    COURSE_STRUCTURES,
     CSV,
     MONGODB,
     MYSQL,
@@ -31,7 +32,7 @@ REGISTRY: dict[str, Plugin] = {
     "openedx_course_structures": Plugin(
         "panorama_elt.datasources.openedx_course_structures:CourseStructuresDatasource",
         # The MySQL course index is optional: without it, MongoDB's active_versions is read.
-        (OPTIONAL_MYSQL, MONGODB),
+        (OPTIONAL_MYSQL, MONGODB, COURSE_STRUCTURES),
     ),
     "csv": Plugin("panorama_elt.datasources.csv_files:CsvDatasource", (CSV,), csv_tables),
     "xls": Plugin("panorama_elt.datasources.xlsx_files:XlsxDatasource", (XLS,), xls_tables),

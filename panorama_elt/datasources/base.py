@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from panorama_elt.rows import Batches, Shard
+from panorama_elt.rows import Batches, PartitionKey, Shard
 from panorama_elt.settings import DatasourceSettings, TableSettings
 
 
@@ -20,7 +20,10 @@ class Extraction:
     or None. ``shards`` are more scans of the same table, disjoint from ``batches``, which the
     runner reads in processes of their own at the same time. ``full`` says every partition of
     the table was read, so registered partitions not written no longer exist. ``mark`` is the
-    new high-water mark, kept once the table has fully succeeded.
+    new high-water mark, kept once the table has fully succeeded. ``removed`` names field
+    partitions (their values) the source knows are gone, to remove even when the run is not
+    ``full``. ``counts`` are what the source counted beyond rows (e.g. courses read and
+    skipped), for the run summary; it may add to them while streaming.
     """
 
     batches: Batches
@@ -28,6 +31,8 @@ class Extraction:
     mark: str | None = None
     as_bytes: bool = False
     shards: Sequence[Shard] = ()
+    removed: Sequence[PartitionKey] = ()
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 class Datasource(ABC):
@@ -43,6 +48,10 @@ class Datasource(ABC):
     @abstractmethod
     def extract(self, table: TableSettings, *, force: bool, mark: str | None) -> Extraction:
         """Start extracting ``table``: everything when ``force``, else what changed since ``mark``."""
+
+    def uses_mark(self, table: TableSettings) -> bool:
+        """True when extract() reads the table's stored mark (given on runs not forced)."""
+        return table.incremental
 
     def describe(self, tables: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
         """Column names and types of ``tables``, for set-tables-fields."""

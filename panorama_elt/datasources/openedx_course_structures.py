@@ -2,18 +2,20 @@
 
 Active versions come from the MySQL course index (Open edX Nutmeg and later) when MySQL is
 configured, else from MongoDB's ``modulestore.active_versions``. Structures and problem
-definitions are read from MongoDB in batches, and rows are produced one course at a time.
+definitions are read from MongoDB in batches, and rows are produced one course at a time
+(panorama_elt.datasources.course_blocks). A table partitioned by ``course_id`` keeps, as its
+mark, the published version written for each course, and re-reads only courses whose
+version changed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import pymongo
@@ -22,32 +24,23 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from panorama_elt.datasources.base import Datasource, Extraction
+from panorama_elt.datasources.course_blocks import (
+    COLUMN_TYPES,
+    COLUMNS,
+    SETTINGS,
+    ActiveCourse,
+    count_responses,
+    course_rows,
+    explicit_weight,
+)
 from panorama_elt.datasources.mysql import MySQLDatasource
+from panorama_elt.datasources.source_settings import CourseStructuresSettings
 from panorama_elt.errors import SourceError
-from panorama_elt.rows import batched
 from panorama_elt.settings import DatasourceSettings, MongoSettings, TableSettings
 
 log = logging.getLogger("panorama_elt")
 
 TABLE = "course_structures"
-COLUMNS = (
-    "module_location",
-    "course_id",
-    "organization",
-    "course_code",
-    "course_edition",
-    "parent",
-    "block_type",
-    "block_id",
-    "display_name",
-    "course_name",
-    "chapter",
-    "sequential",
-    "vertical",
-    "library",
-    "component",
-    "weight",
-)
 COURSE_INDEX_TABLE = "split_modulestore_django_splitmodulestorecourseindex"
 ACTIVE_VERSIONS = "modulestore.active_versions"
 STRUCTURES = "modulestore.structures"
@@ -58,29 +51,9 @@ PUBLISHED_BRANCH = "published-branch"
 # for problems without an explicit weight, and only their XML is kept long enough to count.
 STRUCTURE_BATCH = 20
 DEFINITION_BATCH = 500
-
-# Block types with their own ancestor column; everything else is a component.
-ANCESTOR_TYPES = ("chapter", "sequential", "vertical", "library_content")
-CONTAINER_TYPES = frozenset(("course", *ANCESTOR_TYPES))
-RESPONSE_TAGS = (
-    "multiplechoiceresponse",
-    "choiceresponse",
-    "numericalresponse",
-    "stringresponse",
-    "optionresponse",
-    "customresponse",
-    "formularesponse",
-    "symbolicresponse",
-    "schematicresponse",
-    "imageresponse",
-    "jsmeresponse",
-    "coderesponse",
-    "externalresponse",
-    "annotationresponse",
-    "choicetextresponse",
-)
-_RESPONSE = re.compile(r"<(?:" + "|".join(RESPONSE_TAGS) + r")(?=[\s/>])")
-_XML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+# Existence checks ask for ids only; rows go to the writer in lists of this many.
+ID_BATCH = 1000
+ROW_BATCH = 1000
 
 _STRUCTURE_PROJECTION = {
     "root": 1,
@@ -90,63 +63,14 @@ _STRUCTURE_PROJECTION = {
     "blocks.fields.display_name": 1,
     "blocks.fields.children": 1,
     "blocks.fields.weight": 1,
+    "edited_on": 1,
+    **{f"blocks.{where}.{name}": 1 for where in ("fields", "defaults") for name in SETTINGS},
 }
 _AUTH_FAILED = 18
 _UNAUTHORIZED = 13
 
 # Tests replace this with mongomock.MongoClient; the same pymongo calls run against it.
 mongo_client_factory: Callable[..., Any] = pymongo.MongoClient
-
-BlockKey = tuple[str, str]
-
-
-@dataclass(frozen=True)
-class ActiveCourse:
-    """A course and the structure of its published branch."""
-
-    course_id: str
-    org: str
-    course: str
-    run: str
-    published: ObjectId
-
-
-def course_location(course: ActiveCourse, block_type: str, block_id: str) -> str:
-    """The usage key of a block; the course block is named by the course id itself."""
-    if block_type == "course":
-        return course.course_id
-    return f"block-v1:{course.org}+{course.course}+{course.run}+type@{block_type}+block@{block_id}"
-
-
-def count_responses(xml: str | None) -> int:
-    """Response tags in a problem's XML (commented-out ones do not count)."""
-    if not xml:
-        return 0
-    return len(_RESPONSE.findall(_XML_COMMENT.sub("", xml)))
-
-
-def number_text(value: Any) -> str | None:
-    """A weight as plain decimal text ('1', '2.5', '0.0001'); None when it is not a number."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        text = repr(value)
-    else:
-        text = str(value).strip()  # strings and BSON Decimal128
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        return None
-    if not number.is_finite():
-        return None
-    out = format(number, "f")
-    if "." in out:
-        out = out.rstrip("0").rstrip(".")
-    return "0" if out in ("-0", "") else out
 
 
 def parse_course_id(course_id: str) -> tuple[str, str, str] | None:
@@ -208,19 +132,17 @@ def public_address(s: MongoSettings) -> str:
 class CourseStructuresDatasource(Datasource):
     """The ``course_structures`` table of an Open edX split modulestore."""
 
-    def __init__(
-        self, settings: DatasourceSettings, client_factory: Callable[..., Any] | None = None
-    ) -> None:
+    def __init__(self, settings: DatasourceSettings) -> None:
         super().__init__(settings)
         if settings.mongodb is None:
             raise SourceError(f"datasource {settings.name}: no MongoDB settings")
         self.mongo = settings.mongodb
-        self._client_factory = client_factory
         self._client: Any = None
         # The MySQL course index is read through the MySQL datasource (same connection
         # handling and error messages).
         self._mysql = MySQLDatasource(settings) if settings.mysql is not None else None
         self.where = f"datasource {settings.name} ({public_address(self.mongo)})"
+        self.limits = settings.block(CourseStructuresSettings) or CourseStructuresSettings()
 
     # --- connections -------------------------------------------------------------------
 
@@ -228,10 +150,9 @@ class CourseStructuresDatasource(Datasource):
     def db(self) -> Any:
         """The modulestore database (the client connects lazily, on the first query)."""
         if self._client is None:
-            factory = self._client_factory or mongo_client_factory
             args, kwargs = client_arguments(self.mongo)
             with self._mongo_errors():
-                self._client = factory(*args, **kwargs)
+                self._client = mongo_client_factory(*args, **kwargs)
         return self._client[self.mongo.database]
 
     @contextlib.contextmanager
@@ -292,9 +213,13 @@ class CourseStructuresDatasource(Datasource):
         )
 
     def describe(self, tables: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
-        """The fixed columns of course_structures: text, and weight as a number."""
-        columns = [(c, "double" if c == "weight" else "varchar") for c in COLUMNS]
+        """The fixed columns of course_structures: text, numbers, booleans (1/0) and dates."""
+        columns = [(c, COLUMN_TYPES.get(c, "varchar")) for c in COLUMNS]
         return {t: columns for t in tables if t == TABLE}
+
+    def uses_mark(self, table: TableSettings) -> bool:
+        """Partitioned by course_id: the mark holds the published version of each course."""
+        return bool(table.partition_fields)
 
     # --- extraction --------------------------------------------------------------------
 
@@ -303,12 +228,81 @@ class CourseStructuresDatasource(Datasource):
             raise SourceError(
                 f"{table.name}: {self.settings.type} datasources have one table, {TABLE!r}"
             )
-        if table.partition_fields:
-            raise SourceError(f"{table.name}: course structures are not partitioned by field")
-        picks = self._columns(table)
+        by_course = _partitioned_by_course(table)
+        picks = ([COLUMNS.index("course_id")] if by_course else []) + self._columns(table)
         courses = self.active_courses()  # small, and fails early when a server is down
-        rows = ([row[i] for i in picks] for row in self.rows(courses))
-        return Extraction(batched(rows), full=True)
+        previous = versions_from_mark(mark) if by_course and not force else None
+        plan = plan_reads(courses, previous)
+        present = self._existing_structures([c.published for c in plan.read])
+        missing = [c for c in plan.read if c.published not in present]
+        self._check_missing(table, missing, courses)
+        read = [c for c in plan.read if c.published in present]
+        new_mark = None
+        if by_course:
+            versions = dict(plan.kept)
+            for course in missing:
+                # Its new structure is not there yet: it keeps its rows and its old version,
+                # so the next run tries again.
+                if previous and course.course_id in previous:
+                    versions[course.course_id] = previous[course.course_id]
+            versions.update({c.course_id: str(c.published) for c in read})
+            new_mark = versions_mark(versions)
+        counts = {
+            "courses_read": len(read),
+            "courses_skipped": len(plan.kept),
+            "courses_removed": len(plan.removed),
+            "courses_missing": len(missing),
+        }
+        log.info(
+            "%s: %d published courses: %d to read, %d unchanged, %d removed, %d missing",
+            table.name,
+            len(courses),
+            *counts.values(),
+        )
+        return Extraction(
+            self._batches(read, picks),
+            full=previous is None,
+            mark=new_mark,
+            removed=[(course_id,) for course_id in plan.removed],
+            counts=counts,
+        )
+
+    def _check_missing(
+        self, table: TableSettings, missing: list[ActiveCourse], courses: list[ActiveCourse]
+    ) -> None:
+        """Fail when too many published courses have no structure (replica lag, or the wrong
+        database); under the threshold, each missing course is a warning and is left out."""
+        if not courses:
+            with self._mongo_errors():
+                anything = self.db[STRUCTURES].find_one({}, {"_id": 1})
+            if anything is None:
+                raise SourceError(
+                    f"{table.name}: {self.where}: no published course and no structure in "
+                    f"{STRUCTURES} (check mongodb_database)"
+                )
+            return
+        if not missing:
+            return
+        limit = self.limits.max_missing_percent
+        share = 100 * len(missing) / len(courses)
+        few = ", ".join(c.course_id for c in missing[:3])
+        if len(missing) > 3:
+            few += f" and {len(missing) - 3} more"
+        if share > limit:
+            raise SourceError(
+                f"{table.name}: {len(missing)} of {len(courses)} published courses "
+                f"({share:.0f}%) have no structure in {STRUCTURES} of {self.where}, more than "
+                f"max_missing_structures_percent ({limit}%): {few} (replica lag, or the wrong "
+                "mongodb_database?)"
+            )
+        for course in missing:
+            log.warning(
+                "%s: %s: published structure %s not found in %s; left out of this run",
+                table.name,
+                course.course_id,
+                course.published,
+                STRUCTURES,
+            )
 
     def _columns(self, table: TableSettings) -> list[int]:
         """Index in COLUMNS of each non-constant file field, in settings order."""
@@ -378,6 +372,19 @@ class CourseStructuresDatasource(Datasource):
                 ) from None
             raise
 
+    def _batches(
+        self, courses: Sequence[ActiveCourse], picks: list[int]
+    ) -> Iterator[list[list[Any]]]:
+        """Lists of up to ROW_BATCH rows, each the ``picks`` columns of one block."""
+        batch: list[list[Any]] = []
+        for row in self.rows(courses):
+            batch.append([row[i] for i in picks])
+            if len(batch) == ROW_BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
     def rows(self, courses: Sequence[ActiveCourse]) -> Iterator[tuple[str | None, ...]]:
         """Every column of every block, one batch of structures at a time."""
         for start in range(0, len(courses), STRUCTURE_BATCH):
@@ -387,15 +394,24 @@ class CourseStructuresDatasource(Datasource):
             for course in batch:
                 structure = structures.pop(course.published, None)
                 if structure is None:
-                    log.warning(
-                        "%s: %s: published structure %s not found in %s",
-                        TABLE,
-                        course.course_id,
-                        course.published,
-                        STRUCTURES,
+                    # It was there when the run started: structures are never rewritten.
+                    raise SourceError(
+                        f"{TABLE}: {course.course_id}: published structure {course.published} "
+                        f"disappeared from {STRUCTURES} during the run"
                     )
-                    continue
                 yield from course_rows(course, structure, weights)
+
+    def _existing_structures(self, ids: list[ObjectId]) -> set[ObjectId]:
+        """Which of ``ids`` are in the structures collection (ids only, ID_BATCH at a time)."""
+        found: set[ObjectId] = set()
+        for start in range(0, len(ids), ID_BATCH):
+            chunk = ids[start : start + ID_BATCH]
+            with self._mongo_errors():
+                cursor = self.db[STRUCTURES].find(
+                    {"_id": {"$in": chunk}}, {"_id": 1}, batch_size=len(chunk)
+                )
+                found.update(doc["_id"] for doc in cursor)
+        return found
 
     def _structures(self, ids: list[ObjectId]) -> dict[ObjectId, dict[str, Any]]:
         with self._mongo_errors():
@@ -429,91 +445,63 @@ class CourseStructuresDatasource(Datasource):
         return counts
 
 
-def explicit_weight(block: dict[str, Any]) -> str | None:
-    """The weight set on a block (fields.weight) as text, if it is a number."""
-    return number_text((block.get("fields") or {}).get("weight"))
+@dataclass(frozen=True)
+class ReadPlan:
+    """What one run does with each published course."""
+
+    read: list[ActiveCourse]  # new, or published again since the previous run
+    kept: dict[str, str]  # course id -> version: unchanged, its rows stay as they are
+    removed: list[str]  # in the previous run, no longer published (deleted or unpublished)
 
 
-def course_rows(
-    course: ActiveCourse, structure: dict[str, Any], response_counts: dict[Any, int]
-) -> Iterator[tuple[str | None, ...]]:
-    """One row (all COLUMNS) per block of one course structure.
+def plan_reads(courses: Sequence[ActiveCourse], previous: dict[str, str] | None) -> ReadPlan:
+    """Every course when there is no previous state, else only the changed and new ones."""
+    if previous is None:
+        return ReadPlan(list(courses), {}, [])
+    read = [c for c in courses if previous.get(c.course_id) != str(c.published)]
+    kept = {c.course_id: str(c.published) for c in courses if c not in read}
+    published = {c.course_id for c in courses}
+    return ReadPlan(read, kept, sorted(set(previous) - published))
 
-    The walk from the root is iterative and visits each block once, so deep trees, cycles
-    and children that name no block are harmless. Blocks not reachable from the root
-    (orphans) follow, with no parent. A block of an ancestor type (chapter, sequential,
-    vertical, library_content) fills its own column with its own name.
-    """
-    blocks: dict[BlockKey, dict[str, Any]] = {}
-    for block in structure.get("blocks") or ():
-        key = (str(block.get("block_type")), str(block.get("block_id")))
-        blocks.setdefault(key, block)
-    root = _root_key(structure, blocks)
-    course_name = _display_name(blocks[root]) if root else None
-    head = (course.course_id, course.org, course.course, course.run)
-    empty: tuple[str | None, ...] = (None,) * len(ANCESTOR_TYPES)
 
-    def row(key: BlockKey, parent: str | None, ancestors: tuple[str | None, ...]) -> tuple:
-        block = blocks[key]
-        block_type, block_id = key
-        name = _display_name(block)
-        weight = None
-        if block_type == "problem":
-            weight = explicit_weight(block)
-            if weight is None:
-                count = response_counts.get(block.get("definition"))
-                weight = None if count is None else str(count)  # no definition: unknown
-        component = name if block_type not in CONTAINER_TYPES else None
-        location = course_location(course, block_type, block_id)
-        return (
-            *(location, *head, parent, block_type, block_id, name, course_name),
-            *(*ancestors, component, weight),
+def versions_mark(versions: dict[str, str]) -> str:
+    """The mark of a course-partitioned table: the published version written per course."""
+    return json.dumps({"published_versions": dict(sorted(versions.items()))}, separators=(",", ":"))
+
+
+def versions_from_mark(mark: str | None) -> dict[str, str] | None:
+    """The versions of a mark; None (read everything) when there is none or it is unreadable."""
+    if mark is None:
+        return None
+    try:
+        versions = json.loads(mark)["published_versions"]
+        if isinstance(versions, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in versions.items()
+        ):
+            return versions
+    except (ValueError, TypeError, KeyError):
+        pass
+    log.warning(
+        "%s: ignoring an unreadable state of published versions; reading every course", TABLE
+    )
+    return None
+
+
+def _partitioned_by_course(table: TableSettings) -> bool:
+    """True when the table is partitioned by course_id, its only possible field partition."""
+    if table.partition_fields not in ((), ("course_id",)):
+        raise SourceError(
+            f"{table.name}: course structures can only be partitioned by course_id "
+            "(partitions: {partition_fields: [course_id]})"
         )
-
-    seen: set[BlockKey] = set()
-    if root is not None:
-        # (block, parent location, ancestor names), children pushed in reverse so the
-        # rows come out in course order (depth first, pre-order).
-        stack: list[tuple[BlockKey, str | None, tuple[str | None, ...]]] = [(root, None, empty)]
-        seen.add(root)
-        while stack:
-            key, parent, inherited = stack.pop()
-            block = blocks[key]
-            ancestors = inherited
-            if key[0] in ANCESTOR_TYPES:
-                i = ANCESTOR_TYPES.index(key[0])
-                ancestors = (*inherited[:i], _display_name(block), *inherited[i + 1 :])
-            yield row(key, parent, ancestors)
-            location = course_location(course, *key)
-            for child in reversed(_children(block)):
-                if child in blocks and child not in seen:
-                    seen.add(child)
-                    stack.append((child, location, ancestors))
-    for key, block in blocks.items():
-        if key not in seen:
-            own = tuple(_display_name(block) if key[0] == t else None for t in ANCESTOR_TYPES)
-            yield row(key, None, own)
-
-
-def _root_key(structure: dict[str, Any], blocks: dict[BlockKey, dict[str, Any]]) -> BlockKey | None:
-    root = structure.get("root")
-    if isinstance(root, (list, tuple)) and len(root) == 2:
-        key = (str(root[0]), str(root[1]))
-        if key in blocks:
-            return key
-    return next((k for k in blocks if k[0] == "course"), None)
-
-
-def _children(block: dict[str, Any]) -> list[BlockKey]:
-    children = (block.get("fields") or {}).get("children") or ()
-    return [
-        (str(c[0]), str(c[1])) for c in children if isinstance(c, (list, tuple)) and len(c) == 2
-    ]
-
-
-def _display_name(block: dict[str, Any]) -> str | None:
-    name = (block.get("fields") or {}).get("display_name")
-    return None if name is None else str(name)
+    if table.partitions is not None and (
+        table.partitions.timestamp_field or table.partitions.interval
+    ):
+        raise SourceError(
+            f"{table.name}: course structures take no timestamp_field or interval: changed "
+            "courses are found by their published version"
+        )
+    return bool(table.partition_fields)
 
 
 def _text(value: Any) -> str:

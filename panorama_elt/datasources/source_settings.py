@@ -312,3 +312,26 @@ def _read_whole(check: Checker, tables: Any) -> Any:
 
 CSV = SettingsBlock(CSV_KEYS, parse_csv)
 XLS = SettingsBlock(XLS_KEYS, parse_xls)
+
+
+# --- Open edX course structures ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CourseStructuresSettings:
+    """What the openedx_course_structures type adds to its connections."""
+
+    # A run fails when more than this share of published courses has no structure.
+    max_missing_percent: int = 10
+
+
+def parse_course_structures(
+    check: Checker, d: Mapping[str, Any], path: str
+) -> CourseStructuresSettings:
+    """The course structures datasource's own settings."""
+    return CourseStructuresSettings(
+        max_missing_percent=check.integer(d, "max_missing_structures_percent", path, 10, 0, 100)
+    )
+
+
+COURSE_STRUCTURES = SettingsBlock(("max_missing_structures_percent",), parse_course_structures)

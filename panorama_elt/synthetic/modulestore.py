@@ -4,9 +4,11 @@
 the demo) with courses, a rerun, a content library, a draft-only course and the awkward cases
 the course structures datasource must survive: display names with quotes, commas, line
 breaks, emoji and backslashes, an orphan block, a cycle, a child that names no block, and a
-problem whose definition is missing. Every block carries the answer a correct extraction must
-give (``Block.expected``), worked out while the tree is built, top down, so tests need not
-walk the structure themselves.
+problem whose definition is missing; subsections graded with an assignment type and a due
+date, units with their own due date or staff-only visibility, library content with
+``defaults``. Every block carries the answer a correct extraction must give
+(``Block.expected``: ancestor names, numbers, resolved settings), worked out while the tree is
+built, top down, so tests need not walk the structure themselves.
 """
 
 from __future__ import annotations
@@ -98,16 +100,44 @@ ORGS = ("MITx", "HarvardX", "UPValenciaX", "edX", "Open-Univ.X")
 _EPOCH = datetime(2024, 1, 15, 9, 30, 0, 123456)
 
 
+# What Open edX resolves for a block that sets nothing and inherits nothing.
+DEFAULT_START_TEXT = "2030-01-01 00:00:00"
+ANCESTOR_COLUMNS = {
+    "course": "course_name",
+    "chapter": "chapter",
+    "sequential": "sequential",
+    "vertical": "vertical",
+    "library_content": "library",
+}
+NUMBERED = ("chapter", "sequential", "vertical")
+
+
 @dataclass(frozen=True)
 class Expected:
-    """What a correct extraction reports for a block (names of the block's context)."""
+    """What a correct extraction reports for a block (its context in the course).
+
+    Ancestor columns name the outermost ancestor of each type, never the block itself;
+    orphans have none of them, no numbers, and only their own settings.
+    """
 
     parent: BlockKey | None
+    course_name: str | None = None
     chapter: str | None = None
     sequential: str | None = None
     vertical: str | None = None
     library: str | None = None
     weight: str | None = None
+    numbers: str | None = None  # "section:subsection:unit" (unit_number); None for orphans
+    graded: str = "0"
+    format: str | None = None
+    due: str | None = None
+    start: str | None = DEFAULT_START_TEXT
+    visible_to_staff_only: str = "0"
+    hide_from_toc: str = "0"
+    orphan: bool = False
+    # What children start from: which ancestor types are taken, and the subsection's format.
+    taken: frozenset[str] = frozenset()
+    subsection_format: tuple[str | None] | None = None
 
 
 @dataclass
@@ -123,10 +153,63 @@ class Block:
     weight: Any = None  # fields.weight; left out of the document when None
     data: str | None = None  # definition fields.data (problem and html XML)
     definition_stored: bool = True  # False: the definitions document is missing
+    settings: dict[str, Any] = field(default_factory=dict)  # more fields (graded, due...)
+    defaults: dict[str, Any] = field(default_factory=dict)  # the block's split "defaults"
 
     @property
     def key(self) -> BlockKey:
         return (self.block_type, self.block_id)
+
+
+def studio_date(when: datetime) -> str:
+    """A date setting as Studio stores it (XBlock Date.to_json of a UTC datetime)."""
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_text(when: datetime) -> str:
+    """The text a correct extraction writes for a UTC date."""
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _own(block: Block, name: str) -> tuple[bool, Any]:
+    """Whether the block sets ``name`` (its fields, else its defaults), and the value."""
+    for source in (block.settings, block.defaults):
+        if name in source:
+            return True, source[name]
+    return False, None
+
+
+def _flag(value: Any) -> str:
+    if isinstance(value, str):
+        return "1" if value.lower() == "true" else "0"
+    return "1" if value else "0"
+
+
+def _date(value: Any) -> str | None:
+    if isinstance(value, datetime):
+        return utc_text(value)
+    if isinstance(value, str) and value:
+        return utc_text(datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ"))
+    return None
+
+
+def expected_settings(block: Block, up: Expected | None) -> dict[str, Any]:
+    """The inherited and own settings columns of ``block`` under a parent whose expectation
+    is ``up`` (None: nothing to inherit); format is the subsection's (see _expected)."""
+    out: dict[str, Any] = {}
+    for name, convert in (
+        ("graded", _flag),
+        ("start", _date),
+        ("due", _date),
+        ("visible_to_staff_only", _flag),
+    ):
+        present, value = _own(block, name)
+        if present:
+            out[name] = convert(value)
+        elif up is not None:
+            out[name] = getattr(up, name)
+    out["hide_from_toc"] = _flag(_own(block, "hide_from_toc")[1])
+    return out
 
 
 @dataclass
@@ -145,6 +228,7 @@ class Course:
     in_active_versions: bool = True  # listed in MongoDB modulestore.active_versions
     in_course_index: bool = True  # listed in the MySQL course index
     library: bool = False
+    edited_on: datetime | None = None  # of its structures, set when written
 
     @property
     def course_id(self) -> str:
@@ -187,12 +271,15 @@ class CourseBuilder:
         run: str,
         name: str | None,
         root_type: str = "course",
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.rng = rng
         self.org, self.course, self.run = org, course, run
         self.blocks: dict[BlockKey, Block] = {}
         self.root = (root_type, root_type)
-        self._put(Block(root_type, root_type, name, oid(rng), Expected(parent=None)))
+        root = Block(root_type, root_type, name, oid(rng), Expected(None), settings=settings or {})
+        root.expected = self._expected(root, None, "0:0:0", None)
+        self._put(root)
 
     def _put(self, block: Block) -> BlockKey:
         if block.key in self.blocks:
@@ -202,6 +289,56 @@ class CourseBuilder:
 
     def new_id(self) -> str:
         return f"{self.rng.getrandbits(128):032x}"
+
+    def _expected(
+        self,
+        block: Block,
+        parent: Block | None,
+        numbers: str | None,
+        weight: str | None,
+    ) -> Expected:
+        """The block's expectation from its parent's (None: the root, or an orphan)."""
+        up = parent.expected if parent is not None else None
+        names: dict[str, Any] = {}
+        taken: frozenset[str] = frozenset()
+        subsection_format = None
+        if parent is not None and up is not None:
+            names = {
+                c: getattr(up, c) for c in ("course_name", "chapter", "sequential", "vertical")
+            }
+            names["library"] = up.library
+            taken = up.taken
+            if parent.block_type in ANCESTOR_COLUMNS and parent.block_type not in taken:
+                names[ANCESTOR_COLUMNS[parent.block_type]] = parent.display_name
+                taken = taken | {parent.block_type}
+            subsection_format = up.subsection_format
+            if parent.block_type == "sequential" and subsection_format is None:
+                subsection_format = (_own(parent, "format")[1],)
+        values = expected_settings(block, up)
+        own_format = _own(block, "format")[1]
+        values["format"] = own_format if subsection_format is None else subsection_format[0]
+        return Expected(
+            parent=parent.key if parent is not None else None,
+            weight=weight,
+            numbers=numbers,
+            taken=taken,
+            subsection_format=subsection_format,
+            orphan=numbers is None,
+            **names,
+            **values,
+        )
+
+    def _numbers(self, parent: Block, block_type: str) -> str:
+        """The child's section:subsection:unit: its position among same-type siblings for a
+        level the parent is not inside, else the parent's numbers."""
+        numbers = [int(n) for n in (parent.expected.numbers or "0:0:0").split(":")]
+        if block_type in NUMBERED:
+            level = NUMBERED.index(block_type)
+            if numbers[level] == 0:
+                same = sum(1 for k in parent.children if k[0] == block_type and k in self.blocks)
+                numbers[level] = same + 1
+                numbers[level + 1 :] = [0] * (2 - level)
+        return ":".join(map(str, numbers))
 
     def add(
         self,
@@ -214,29 +351,25 @@ class CourseBuilder:
         data: str | None = None,
         definition_stored: bool = True,
         expected_weight: str | None = None,
+        settings: dict[str, Any] | None = None,
+        defaults: dict[str, Any] | None = None,
     ) -> BlockKey:
-        """A child of ``parent``; its ancestor names follow from the parent's."""
-        up = self.blocks[parent].expected
-        context = {
-            "chapter": up.chapter,
-            "sequential": up.sequential,
-            "vertical": up.vertical,
-            "library": up.library,
-        }
-        column = "library" if block_type == "library_content" else block_type
-        if column in context:
-            context[column] = name  # a block of an ancestor type names itself
+        """A child of ``parent``; its expected context follows from the parent's."""
+        up = self.blocks[parent]
         block = Block(
             block_type,
             block_id or self.new_id(),
             name,
             oid(self.rng),
-            Expected(parent=parent, weight=expected_weight, **context),
+            Expected(None),
             weight=weight,
             data=data,
             definition_stored=definition_stored,
+            settings=settings or {},
+            defaults=defaults or {},
         )
-        self.blocks[parent].children.append(block.key)
+        block.expected = self._expected(block, up, self._numbers(up, block_type), expected_weight)
+        up.children.append(block.key)
         return self._put(block)
 
     def problem(
@@ -249,6 +382,8 @@ class CourseBuilder:
         block_id: str | None = None,
         definition_stored: bool = True,
         extra_xml: str = "",
+        settings: dict[str, Any] | None = None,
+        defaults: dict[str, Any] | None = None,
     ) -> BlockKey:
         """A problem with the given response types; its expected weight follows the rule.
 
@@ -272,20 +407,28 @@ class CourseBuilder:
             data=xml,
             definition_stored=definition_stored,
             expected_weight=expected,
+            settings=settings,
+            defaults=defaults,
         )
 
-    def orphan(self, block_type: str, name: str | None, block_id: str | None = None) -> BlockKey:
-        """A block no other block names as a child: no parent, no ancestors."""
-        own = "library" if block_type == "library_content" else block_type
-        context = {own: name} if own in ("chapter", "sequential", "vertical", "library") else {}
+    def orphan(
+        self,
+        block_type: str,
+        name: str | None,
+        block_id: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> BlockKey:
+        """A block no other block names as a child: no parent, no ancestors, no numbers."""
         block = Block(
             block_type,
             block_id or self.new_id(),
             name,
             oid(self.rng),
-            Expected(parent=None, **context),
+            Expected(None),
             data="<html>lost</html>" if block_type == "html" else None,
+            settings=settings or {},
         )
+        block.expected = self._expected(block, None, None, None)
         return self._put(block)
 
     def link(self, parent: BlockKey, child: BlockKey) -> None:
@@ -324,16 +467,49 @@ def _random_problem(b: CourseBuilder, parent: BlockKey, name: str) -> BlockKey:
     return b.problem(parent, name, responses, weight=weight)
 
 
+ASSIGNMENT_TYPES = ("Homework", "Lab", "Midterm Exam", "Final Exam")
+
+
+def _some_date(rng: random.Random) -> str:
+    return studio_date(_EPOCH.replace(microsecond=0) + timedelta(days=rng.randint(0, 400)))
+
+
+def _chapter_settings(rng: random.Random) -> dict[str, Any]:
+    return {"start": _some_date(rng)} if rng.random() < 0.3 else {}
+
+
+def _sequential_settings(rng: random.Random) -> dict[str, Any]:
+    """As Studio sets them on subsections: graded with an assignment type and a due date."""
+    settings: dict[str, Any] = {}
+    if rng.random() < 0.6:
+        settings.update(graded=True, format=rng.choice(ASSIGNMENT_TYPES), due=_some_date(rng))
+    if rng.random() < 0.1:
+        settings["hide_from_toc"] = True
+    return settings
+
+
+def _vertical_settings(rng: random.Random) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    if rng.random() < 0.15:
+        settings["due"] = _some_date(rng)  # a unit with its own due date
+    if rng.random() < 0.1:
+        settings["visible_to_staff_only"] = True
+    return settings
+
+
 def _fill(b: CourseBuilder, chapters: int) -> list[BlockKey]:
     """Chapters, sequentials, verticals and components; returns the verticals."""
     rng = b.rng
     verticals = []
     for c in range(chapters):
-        chapter = b.add(b.root, "chapter", _name(rng, "chapter", c + 1))
+        name = _name(rng, "chapter", c + 1)
+        chapter = b.add(b.root, "chapter", name, settings=_chapter_settings(rng))
         for s in range(rng.randint(1, 3)):
-            sequential = b.add(chapter, "sequential", _name(rng, "sequential", s + 1))
+            name = _name(rng, "sequential", s + 1)
+            sequential = b.add(chapter, "sequential", name, settings=_sequential_settings(rng))
             for v in range(rng.randint(1, 3)):
-                vertical = b.add(sequential, "vertical", _name(rng, "unit", v + 1))
+                name = _name(rng, "unit", v + 1)
+                vertical = b.add(sequential, "vertical", name, settings=_vertical_settings(rng))
                 verticals.append(vertical)
                 for i in range(rng.randint(1, 4)):
                     kind = rng.choice(("problem", "problem", "html", "video"))
@@ -350,17 +526,28 @@ def _library_content(b: CourseBuilder, vertical: BlockKey, name: str) -> BlockKe
     library = b.add(vertical, "library_content", name)
     for i in range(b.rng.randint(2, 3)):
         _random_problem(b, library, f"Library problem {i + 1}")
-    b.add(library, "html", "Library note")
+    # Copied from a library: the library's settings are the block's split "defaults".
+    b.add(library, "html", "Library note", defaults={"visible_to_staff_only": True})
     return library
 
 
 def _showcase(rng: random.Random) -> CourseBuilder:
     """The course holding every awkward case once, with fixed names."""
     b = CourseBuilder(
-        rng, "PanoramaX", "DS101", "2024_T1", 'Data "Science", 101\nIntro — 📊 \\ back'
+        rng,
+        "PanoramaX",
+        "DS101",
+        "2024_T1",
+        'Data "Science", 101\nIntro — 📊 \\ back',
+        settings={"start": "2024-01-08T00:00:00Z"},
     )
     chapter = b.add(b.root, "chapter", "Chapter 1: Ünïcödé, \"quotes\" & 'more'")
-    sequential = b.add(chapter, "sequential", "Line\nbreak\r\nsequential")
+    sequential = b.add(
+        chapter,
+        "sequential",
+        "Line\nbreak\r\nsequential",
+        settings={"graded": True, "format": "Homework", "due": "2024-02-01T23:59:00Z"},
+    )
     vertical = b.add(sequential, "vertical", "Unit with emoji 🧪")
     b.problem(vertical, "Two responses", ["multiplechoiceresponse", "numericalresponse"])
     b.problem(vertical, "Explicit weight 2.5", ["stringresponse"], weight=(2.5, "2.5"))
@@ -393,13 +580,19 @@ def _showcase(rng: random.Random) -> CourseBuilder:
     b.add(vertical, "video", None)  # no display name at all
     b.add(vertical, "discussion", "")  # an empty display name is not a missing one
     _library_content(b, vertical, 'Randomized, "library" content')
-    second = b.add(sequential, "vertical", "Second unit")
+    second = b.add(
+        sequential,
+        "vertical",
+        "Second unit",
+        settings={"visible_to_staff_only": True, "due": "2024-02-08T23:59:00Z"},
+    )
     b.add(second, "html", "Ελληνικά κείμενο")
     # A cycle back to an ancestor and to itself, and a child that names no block.
     b.link(second, sequential)
     b.link(second, second)
     b.link(second, ("problem", "does_not_exist"))
-    awkward = b.add(sequential, "vertical", "Awkward names")
+    # Its own only: the components inside are not hidden.
+    awkward = b.add(sequential, "vertical", "Awkward names", settings={"hide_from_toc": True})
     for name in AWKWARD_NAMES:
         b.add(awkward, "html", name, data="<p>awkward</p>")
     b.orphan("html", "Orphan html, deleted from its unit")
@@ -416,12 +609,23 @@ def build(courses: int = 3, seed: int = 7) -> Modulestore:
     # A rerun: same org and course code, another run; Studio keeps the block ids.
     # Definitions are shared too, so the same definition ids appear in two structures.
     rerun = CourseBuilder(rng, "PanoramaX", "DS101", "2025_T1", None)
-    rerun.blocks = {k: replace(b, children=list(b.children)) for k, b in showcase.blocks.items()}
-    rerun.blocks[rerun.root].display_name = "Data Science 101 (2025)"
+    new_name = "Data Science 101 (2025)"
+    rerun.blocks = {
+        k: replace(
+            b,
+            children=list(b.children),
+            expected=b.expected
+            if b.expected.parent is None
+            else replace(b.expected, course_name=new_name),
+        )
+        for k, b in showcase.blocks.items()
+    }
+    rerun.blocks[rerun.root].display_name = new_name
     result.append(rerun.build())
     for n in range(courses):
         org = rng.choice(ORGS)
-        b = CourseBuilder(rng, org, f"C{n + 1:03d}", f"{2020 + n % 5}_T{1 + n % 3}", None)
+        run = f"{2020 + n % 5}_T{1 + n % 3}"
+        b = CourseBuilder(rng, org, f"C{n + 1:03d}", run, None, settings=_chapter_settings(rng))
         b.blocks[b.root].display_name = _name(rng, "course", n + 1)
         verticals = _fill(b, rng.randint(2, 4))
         _library_content(b, rng.choice(verticals), _name(rng, "library", 1))
@@ -465,6 +669,7 @@ def write(db: Any, courses: Iterable[Course]) -> None:
     active, structures, definitions = [], [], []
     for n, course in enumerate(courses):
         when = _EPOCH + timedelta(days=n)
+        course.edited_on = when
         blocks = [_block_document(b, when) for b in course.blocks.values()]
         draft_blocks = blocks + [_block_document(b, when) for b in course.draft_only]
         if course.draft_only:
@@ -528,12 +733,13 @@ def _block_document(block: Block, when: datetime) -> dict[str, Any]:
         fields["children"] = [list(c) for c in block.children]
     if block.weight is not None:
         fields["weight"] = block.weight
+    fields.update(block.settings)
     return {
         "block_type": block.block_type,
         "block_id": block.block_id,
         "definition": block.definition,
         "fields": fields,
-        "defaults": {},
+        "defaults": dict(block.defaults),
         "asides": [],
         "edit_info": {"edited_by": 3, "edited_on": when, "update_version": None},
     }
