@@ -97,6 +97,8 @@ class Runner:
             result.mode = "incremental"
         source = self.source(table.datasource)
         extraction = source.extract(table, force=force, mark=mark)
+        if extraction.full and result.mode == "incremental":
+            result.mode = "full"  # the source could not resume (no mark yet, or no change tracking)
         base = base_values(lake.settings)
         width = len(base) + len(table.partition_fields)
         registered = lake.partitions(table)

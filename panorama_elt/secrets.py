@@ -39,6 +39,8 @@ class SecretFilter(logging.Filter):
                 self.add(ds.mysql.password)
             if ds.mongodb:
                 self.add(ds.mongodb.password, ds.mongodb.uri)
+            if ds.edfi:
+                self.add(ds.edfi.client_secret)
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret masked."""

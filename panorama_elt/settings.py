@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from panorama_elt.column_types import ColumnType, parse_column_type
+from panorama_elt.edfi_schema import snake_case
 from panorama_elt.errors import SettingsError, UsageError
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -34,7 +35,7 @@ _INTERVAL = re.compile(r"^\s*(\d+)\s+([A-Za-z]+)\s*$")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 DATALAKE_TYPES = ("local", "aws")
-DATASOURCE_TYPES = ("mysql", "openedx_course_structures")
+DATASOURCE_TYPES = ("mysql", "openedx_course_structures", "edfi_api")
 
 _MYSQL_KEYS = (
     "mysql_host",
@@ -57,9 +58,49 @@ _MONGO_KEYS = (
     "mongodb_uri",
     "mongodb_timeout_seconds",
 )
+# --- edfi_api datasource keys (self-contained block) ---
+_EDFI_KEYS = (
+    "base_url",
+    "client_id",
+    "client_secret",
+    "oauth_url",
+    "mode",
+    "year",
+    "instance_code",
+    "tenant_code",
+    "api_year",
+    "page_size",
+    "change_version_step_size",
+    "num_retries",
+    "backoff_factor",
+    "retry_statuses",
+    "timeout",
+    "verify_ssl",
+    "fetch_deletes",
+    "get_key_changes",
+)
+_EDFI_TABLE_KEYS = (
+    "name",
+    "namespace",
+    "query_parameters",
+    "page_size",
+    "datalake_table_name",
+    "datalake_table_view",
+)
+EDFI_MODES = (
+    "shared_instance",
+    "sandbox",
+    "district_specific",
+    "year_specific",
+    "instance_year_specific",
+)
+_EDFI_RESOURCE = re.compile(r"^[a-z][A-Za-z0-9]*$")
+_EDFI_NAMESPACE = re.compile(r"^[a-z][a-z0-9-]*$")
+# --- end of edfi_api keys ---
 _DATASOURCE_KEYS: dict[str, tuple[str, ...]] = {
     "mysql": ("type", "name", "tables", *_MYSQL_KEYS),
     "openedx_course_structures": ("type", "name", "tables", *_MYSQL_KEYS, *_MONGO_KEYS),
+    "edfi_api": ("type", "name", "tables", *_EDFI_KEYS),
 }
 _DATALAKE_KEYS = (
     "type",
@@ -114,6 +155,48 @@ class PartitionSettings:
     interval: Interval | None = None
 
 
+# --- edfi_api datasource settings (self-contained block) ---
+@dataclass(frozen=True)
+class EdfiTable:
+    """What an Ed-Fi table reads: a resource's items, or its ``deletes`` / ``keyChanges``."""
+
+    resource: str
+    namespace: str = "ed-fi"
+    kind: str = "items"  # items | deletes | keyChanges
+    query_parameters: tuple[tuple[str, str], ...] = ()
+    page_size: int | None = None
+    parent: str | None = None  # deletes / keyChanges tables: the items table they belong to
+    deletes_table: str | None = None  # items tables: the raw table of their deletes
+
+
+@dataclass(frozen=True)
+class EdfiSettings:
+    """How to reach an Ed-Fi ODS/API and page through it (lightbeam / edu_edfi_airflow names)."""
+
+    base_url: str
+    client_id: str | None
+    client_secret: str | None = field(repr=False)
+    oauth_url: str | None = None
+    mode: str = "shared_instance"
+    year: int | None = None
+    instance_code: str | None = None
+    tenant_code: str | None = None
+    api_year: int | None = None
+    page_size: int = 500
+    change_version_step_size: int = 50000
+    num_retries: int = 5
+    backoff_factor: float = 1.5
+    retry_statuses: tuple[int, ...] = (429, 500, 502, 503, 504)
+    timeout: float = 60.0
+    verify_ssl: bool = True
+    fetch_deletes: bool = True
+    get_key_changes: bool = False
+    path: str = ""
+
+
+# --- end of edfi_api settings ---
+
+
 @dataclass(frozen=True)
 class TableSettings:
     """A source table and where it lands in the datalake."""
@@ -125,6 +208,7 @@ class TableSettings:
     fields: tuple[FieldSettings, ...]
     partitions: PartitionSettings | None = None
     path: str = ""
+    edfi: EdfiTable | None = None
 
     @property
     def partition_fields(self) -> tuple[str, ...]:
@@ -133,8 +217,8 @@ class TableSettings:
 
     @property
     def incremental(self) -> bool:
-        """True when only recently changed partitions are re-extracted by default."""
-        return bool(self.partitions and self.partitions.interval)
+        """True when only what changed since the stored mark is extracted by default."""
+        return bool(self.partitions and self.partitions.interval) or self.edfi is not None
 
     @property
     def file_fields(self) -> tuple[FieldSettings, ...]:
@@ -187,6 +271,7 @@ class DatasourceSettings:
     mysql: MySQLSettings | None = None
     mongodb: MongoSettings | None = None
     path: str = ""
+    edfi: EdfiSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -258,7 +343,11 @@ class Settings:
                 f"--tables: {', '.join(unknown)} not found in {where} "
                 f"(known: {', '.join(by_name) or 'none'})"
             )
-        return [by_name[name] for name in tables]
+        names = list(tables)
+        picked = [by_name[name] for name in names]
+        # An Ed-Fi resource's deletes and key changes are pulled with it.
+        picked += [t for t in chosen if t.edfi and t.edfi.parent in names and t.name not in names]
+        return picked
 
 
 def load_settings(path: str | Path) -> Settings:
@@ -575,6 +664,8 @@ class _Checker:
         name = self.identifier(d, "name", path, required=True)
         if name is None:
             return None
+        if kind == "edfi_api":
+            return self.edfi_datasource(d, path, name, datalake)
         mysql = None
         if kind == "mysql" or any(
             d.get(k) not in (None, "") for k in ("mysql_host", "mysql_username")
@@ -607,6 +698,155 @@ class _Checker:
             )
         tables = self.tables(d.get("tables"), _join(path, "tables"), name, datalake)
         return DatasourceSettings(kind, name, tables, mysql, mongodb, path)
+
+    # --- edfi_api datasource (self-contained block) ---
+
+    def edfi_datasource(
+        self, d: Mapping, path: str, name: str, datalake: DatalakeSettings | None
+    ) -> DatasourceSettings:
+        base_url = (self.text(d, "base_url", path, required=True) or "").rstrip("/")
+        if base_url and not base_url.startswith(("http://", "https://")):
+            self.fail(_join(path, "base_url"), f"{base_url!r} is not an http(s) URL")
+        mode = self.text(d, "mode", path) or "shared_instance"
+        if mode not in EDFI_MODES:
+            self.fail(
+                _join(path, "mode"), f"unknown mode {mode!r} (valid: {', '.join(EDFI_MODES)})"
+            )
+        year = self.integer(d, "year", path, 0, 1900, 9999) or None
+        instance = self.text(d, "instance_code", path)
+        if mode in ("year_specific", "instance_year_specific") and year is None:
+            self.fail(_join(path, "year"), f"is required in mode {mode}")
+        if mode == "instance_year_specific" and instance is None:
+            self.fail(_join(path, "instance_code"), f"is required in mode {mode}")
+        statuses = d.get("retry_statuses")
+        retry: tuple[int, ...] = EdfiSettings.retry_statuses
+        if statuses not in (None, ""):
+            if not isinstance(statuses, list) or not all(
+                isinstance(c, int) and 400 <= c <= 599 for c in statuses
+            ):
+                self.fail(_join(path, "retry_statuses"), "must be a list of HTTP status codes")
+            else:
+                retry = tuple(statuses)
+        backoff = d.get("backoff_factor")
+        if backoff in (None, ""):
+            backoff = 1.5
+        elif isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 0:
+            self.fail(_join(path, "backoff_factor"), f"must be a number >= 0, got {backoff!r}")
+            backoff = 1.5
+        edfi = EdfiSettings(
+            base_url=base_url,
+            client_id=self.text(d, "client_id", path, required=True),
+            client_secret=self.text(d, "client_secret", path, required=True),
+            oauth_url=self.text(d, "oauth_url", path),
+            mode=mode,
+            year=year,
+            instance_code=instance,
+            tenant_code=self.text(d, "tenant_code", path),
+            api_year=self.integer(d, "api_year", path, 0, 1900, 9999) or year,
+            page_size=self.integer(d, "page_size", path, 500, 1, 500),
+            change_version_step_size=self.integer(
+                d, "change_version_step_size", path, 50000, 1, 2**62
+            ),
+            num_retries=self.integer(d, "num_retries", path, 5, 0, 100),
+            backoff_factor=float(backoff),
+            retry_statuses=retry,
+            timeout=float(self.integer(d, "timeout", path, 60, 1, 3600)),
+            verify_ssl=self.boolean(d, "verify_ssl", path, True),
+            fetch_deletes=self.boolean(d, "fetch_deletes", path, True),
+            get_key_changes=self.boolean(d, "get_key_changes", path, False),
+            path=path,
+        )
+        tables = self.edfi_tables(d.get("tables"), _join(path, "tables"), name, edfi, datalake)
+        return DatasourceSettings("edfi_api", name, tables, path=path, edfi=edfi)
+
+    def edfi_tables(
+        self,
+        data: Any,
+        path: str,
+        datasource: str,
+        edfi: EdfiSettings,
+        datalake: DatalakeSettings | None,
+    ) -> tuple[TableSettings, ...]:
+        if data is None:
+            return ()
+        if not isinstance(data, list):
+            self.fail(path, f"must be a list of resources (each '- name: ...'), got {_kind(data)}")
+            return ()
+        prefix = f"{datalake.base_prefix}_" if datalake and datalake.base_prefix else ""
+        result: list[TableSettings] = []
+        for i, raw in enumerate(data):
+            p = f"{path}[{i}]"
+            if isinstance(raw, str):
+                raw = {"name": raw}
+            d = self.mapping(raw, p, _EDFI_TABLE_KEYS, "resource settings")
+            if d is None:
+                continue
+            resource = self.text(d, "name", p, required=True)
+            namespace = self.text(d, "namespace", p) or "ed-fi"
+            if resource is None:
+                continue
+            if not _EDFI_RESOURCE.match(resource):
+                self.fail(
+                    _join(p, "name"),
+                    f"{resource!r} is not an Ed-Fi resource name (camelCase, e.g. studentSchoolAssociations)",
+                )
+                continue
+            if not _EDFI_NAMESPACE.match(namespace):
+                self.fail(
+                    _join(p, "namespace"),
+                    f"{namespace!r} is not an Ed-Fi namespace (e.g. ed-fi, tpdm)",
+                )
+                continue
+            params = d.get("query_parameters") or {}
+            if not isinstance(params, dict) or not all(
+                isinstance(v, (str, int, bool)) for v in params.values()
+            ):
+                self.fail(_join(p, "query_parameters"), "must be a mapping of parameter: value")
+                params = {}
+            snake = snake_case(resource)
+            name = snake if namespace == "ed-fi" else f"{namespace.replace('-', '_')}_{snake}"
+            page_size = self.integer(d, "page_size", p, 0, 1, 500) or None
+            kinds = ["items"]
+            if edfi.fetch_deletes and not resource.endswith("Descriptors"):
+                kinds.append("deletes")
+            if edfi.get_key_changes and not resource.endswith("Descriptors"):
+                kinds.append("keyChanges")
+            suffix = {"items": "", "deletes": "_deletes", "keyChanges": "_key_changes"}
+            raw_names = {k: f"{prefix}raw_{name}{suffix[k]}" for k in kinds}
+            for kind in kinds:
+                table_name = name + suffix[kind]
+                raw_name, view_name = raw_names[kind], f"{prefix}table_{table_name}"
+                if kind == "items":
+                    raw_name = (self.identifier(d, "datalake_table_name", p) or raw_name).lower()
+                    view_name = (self.identifier(d, "datalake_table_view", p) or view_name).lower()
+                result.append(
+                    TableSettings(
+                        name=table_name,
+                        datasource=datasource,
+                        datalake_table_name=raw_name,
+                        datalake_table_view=view_name,
+                        fields=_edfi_fields(edfi, kind),
+                        partitions=PartitionSettings(_edfi_partitions(edfi)),
+                        path=p,
+                        edfi=EdfiTable(
+                            resource=resource,
+                            namespace=namespace,
+                            kind=kind,
+                            query_parameters=tuple((k, _query_text(v)) for k, v in params.items()),
+                            page_size=page_size,
+                            parent=name if kind != "items" else None,
+                            deletes_table=raw_names.get("deletes") if kind == "items" else None,
+                        ),
+                    )
+                )
+        seen: set[str] = set()
+        for table in result:
+            if table.name in seen:
+                self.fail(_join(table.path, "name"), f"duplicate table name {table.name!r}")
+            seen.add(table.name)
+        return tuple(result)
+
+    # --- end of edfi_api datasource ---
 
     def tables(
         self, data: Any, path: str, datasource: str, datalake: DatalakeSettings | None
@@ -733,6 +973,32 @@ class _Checker:
         if not part_fields and not raw_fields:
             return None
         return PartitionSettings(tuple(part_fields), timestamp, interval)
+
+
+# --- edfi_api helpers (self-contained block) ---
+def _edfi_partitions(edfi: EdfiSettings) -> tuple[str, ...]:
+    """tenant_code and api_year (when set) then the pull: every Ed-Fi row's partition values."""
+    return (
+        *(("tenant_code",) if edfi.tenant_code else ()),
+        *(("api_year",) if edfi.api_year else ()),
+        "pull",
+    )
+
+
+def _edfi_fields(edfi: EdfiSettings, kind: str) -> tuple[FieldSettings, ...]:
+    """The raw columns of an Ed-Fi table: partitions, id, (change_version,) and the JSON doc."""
+    types = {"tenant_code": "varchar(255)", "api_year": "int", "pull": "bigint"}
+    names = [*_edfi_partitions(edfi), "id"]
+    names += ["change_version"] if kind != "items" else []
+    types.update({"id": "varchar(36)", "change_version": "bigint", "doc": "json"})
+    return tuple(FieldSettings(n, parse_column_type(types[n])) for n in [*names, "doc"])
+
+
+def _query_text(value: object) -> str:
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+# --- end of edfi_api helpers ---
 
 
 def _join(path: str, key: str) -> str:

@@ -11,6 +11,7 @@ REGISTRY: dict[str, str] = {
     "openedx_course_structures": (
         "panorama_elt.datasources.openedx_course_structures:CourseStructuresDatasource"
     ),
+    "edfi_api": "panorama_elt.datasources.edfi_api:EdfiDatasource",
 }
 
 
