@@ -35,8 +35,8 @@ class Property:
 
     @property
     def column(self) -> str:
-        """The view column name: the snake_case of the innermost key."""
-        return snake_case(self.path[-1])
+        """The view column name: the snake_case of the innermost key, without a leading ``_``."""
+        return snake_case(self.path[-1].lstrip("_"))
 
 
 def snake_case(name: str) -> str:

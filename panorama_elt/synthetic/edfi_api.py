@@ -282,6 +282,11 @@ class EdfiEmulator:
             record = Record(uuid.uuid4().hex, body, 0, _EPOCH)
             self._touch(record)
             items[record.id] = record
+            if self.flavor.cursor_paging:
+                # 7.3: re-creating a deleted natural key drops its /deletes entry.
+                keys = self._key_values(namespace, resource, body)
+                log = self.store.deletes.get(f"{namespace}/{resource}", [])
+                log[:] = [e for e in log if e.get("keyValues") != keys]
             return 201, record
 
     def _touch(self, record: Record) -> None:
