@@ -284,8 +284,21 @@ def set_tables(ctx: Context, tables: str, datasource: str | None) -> None:
     names = [t.strip() for t in tables.split(",") if t.strip()]
     if not names:
         raise UsageError("--tables needs at least one table name")
+    if datasource and ctx.settings.datasource(datasource).type == "edfi_api":
+        names = _edfi_resources(ctx.settings.datasource(datasource), names)
     ds = write_tables(Path(ctx.settings_file), names, datasource)
     click.echo(f"{ds}: tables set to {', '.join(names)} in {ctx.settings_file}")
+
+
+def _edfi_resources(settings: Any, patterns: list[str]) -> list[str]:
+    """Ed-Fi resource names matching the wildcards, from the API's dependency list."""
+    from panorama_elt.datasources.edfi_api import EdfiDatasource
+
+    source = EdfiDatasource(settings)
+    try:
+        return source.select_resources(patterns)
+    finally:
+        source.close()
 
 
 @main.command("set-tables-fields")

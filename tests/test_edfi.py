@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from panorama_elt.cli import main
@@ -400,3 +401,33 @@ def test_expired_and_future_change_versions_ask_for_force(
     # An ODS restored from an older backup: our mark is in its future.
     api.store.change_version = 5
     _check_failure(cli(settings, "extract-and-load", "--all"), "is newer than the API's newest (5)")
+
+
+def test_set_tables_from_the_dependency_list(tmp_path: Path, api: EdfiEmulator) -> None:
+    settings = setup(tmp_path, api, [{"name": "students", "page_size": 11}])
+    result = cli(settings, "set-tables", "--datasource", "edfi", "-t", "student*,*Descriptors")
+    assert result.exit_code == 0, result.output
+    tables = yaml.safe_load(settings.read_text())["datasources"][0]["tables"]
+    # Dependency order, as the API lists it; what an entry already had is kept.
+    assert tables == [
+        {"name": "gradeLevelDescriptors"},
+        {"name": "attendanceEventCategoryDescriptors"},
+        {"name": "students", "page_size": 11},
+        {"name": "studentSchoolAssociations"},
+        {"name": "studentSectionAttendanceEvents"},
+    ]
+    bad = cli(settings, "set-tables", "--datasource", "edfi", "-t", "staff*")
+    assert bad.exit_code == 2 and "no resource of" in bad.output and "matches staff*" in bad.output
+
+
+def test_settings_problems_name_their_keys(tmp_path: Path, api: EdfiEmulator) -> None:
+    source = edfi_source(api, ["students", "Bad-Name"], mode="yearly", client_secret=None)
+    settings = write_settings(tmp_path / "s.yaml", local_datalake(tmp_path / "lake"), [source])
+    result = cli(settings, "test-connections")
+    assert result.exit_code == 2
+    for problem in (
+        "datasources[0].mode: unknown mode 'yearly'",
+        "datasources[0].client_secret: is required",
+        "datasources[0].tables[1].name: 'Bad-Name' is not an Ed-Fi resource name",
+    ):
+        assert problem in result.output, result.output

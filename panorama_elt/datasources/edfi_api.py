@@ -16,6 +16,7 @@ and error rules are ours to state exactly.
 from __future__ import annotations
 
 import base64
+import fnmatch
 import http.client
 import json
 import logging
@@ -29,7 +30,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from panorama_elt.datasources.base import Datasource, Extraction
-from panorama_elt.errors import SourceError
+from panorama_elt.errors import SourceError, UsageError
 from panorama_elt.settings import DatasourceSettings, EdfiSettings, EdfiTable, TableSettings
 
 log = logging.getLogger("panorama_elt")
@@ -413,6 +414,32 @@ class EdfiDatasource(Datasource):
             if len(page) < limit:
                 return
             offset += limit
+
+    def select_resources(self, patterns: Sequence[str]) -> list[str]:
+        """Resources of the ``ed-fi`` namespace matching lightbeam-style wildcards
+        (``student*``, ``*Descriptors``), in the API's dependency order."""
+        url = (self.client.info().get("urls") or {}).get("dependencies")
+        if not isinstance(url, str) or not url:
+            raise SourceError(f"{self.where}: the root document names no dependencies URL")
+        try:
+            body, _ = self.client.get(url, {})
+        except EdfiHttpError as exc:
+            raise SourceError(f"{self.where}: {exc}") from None
+        entries = sorted(
+            (e for e in body if isinstance(e, dict)) if isinstance(body, list) else [],
+            key=lambda e: e.get("order", 0),
+        )
+        known = [
+            str(e["resource"]).removeprefix("/ed-fi/")
+            for e in entries
+            if str(e.get("resource", "")).startswith("/ed-fi/")
+        ]
+        unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(k, p) for k in known)]
+        if unmatched:
+            raise UsageError(
+                f"--tables: no resource of {self.edfi.base_url} matches {', '.join(unmatched)}"
+            )
+        return [k for k in dict.fromkeys(known) if any(fnmatch.fnmatchcase(k, p) for p in patterns)]
 
     def describe(self, tables: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
         raise SourceError(
