@@ -100,7 +100,7 @@ def assert_same(tmp_path: Path, api: EdfiEmulator, resource: str, table: str) ->
 
 
 def test_full_then_changes_skipped_run_and_incremental(tmp_path: Path, api: EdfiEmulator) -> None:
-    settings = setup(tmp_path, api)
+    settings = setup(tmp_path, api, get_key_changes=True)
     first = load(settings, tmp_path)
     assert first["students"]["mode"] == "full" and first["students"]["rows"] == 40
     for resource, table in [
@@ -131,6 +131,10 @@ def test_full_then_changes_skipped_run_and_incremental(tmp_path: Path, api: Edfi
     assert second["students"]["mode"] == "incremental"
     assert second["students"]["rows"] == 2  # the insert and the update, not the 40 others
     assert second["students_deletes"]["rows"] == 1
+    changes = view(tmp_path, "edfi_table_student_school_associations_key_changes", "id, doc")
+    assert [(i, json.loads(d)["newKeyValues"]["entryDate"]) for i, d in changes] == [
+        (enrollments[0]["id"], "2023-09-05")
+    ]
     assert_same(tmp_path, api, "students", "students")
     assert_same(tmp_path, api, "studentSchoolAssociations", "student_school_associations")
 

@@ -40,10 +40,17 @@ _EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 class HttpError(Exception):
     """An error answer: status and Ed-Fi style JSON body."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.headers = headers or {}
+        self.body = body or {"message": message}
 
 
 @dataclass
@@ -382,7 +389,8 @@ class EdfiEmulator:
 
     def issue_token(self, client_id: str | None, secret: str | None) -> dict[str, Any]:
         if client_id != self.client_id or secret != self.client_secret:
-            raise HttpError(401, "invalid_client")
+            # OAuth2 (RFC 6749) error shape, not the data API's {"message": ...}.
+            raise HttpError(401, "invalid_client", body={"error": "invalid_client"})
         token = secrets.token_hex(16)
         with self.lock:
             now = time.monotonic()
@@ -556,12 +564,7 @@ class _Handler(BaseHTTPRequestHandler):
                 method, [s for s in parts.path.split("/") if s], query, raw
             )
         except HttpError as exc:
-            status, headers = exc.status, exc.headers
-            body = (
-                {"message": str(exc)}
-                if exc.status != 401 or "invalid_client" not in str(exc)
-                else {"error": "invalid_client"}
-            )
+            status, headers, body = exc.status, exc.headers, exc.body
         payload = b"" if body is None else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
