@@ -148,7 +148,7 @@ CASES = [
     (edit("datasources", []), "datasources: must be a non-empty list"),
     (
         edit("datasources[0].type", "csv"),
-        "datasources[0].type: unknown datasource type 'csv' (valid: mysql, openedx_course_structures)",
+        "datasources[0].type: unknown datasource type 'csv' (valid: mysql, openedx_course_structures, edfi_api)",
     ),
     (edit("datasources[0].type", None, delete=True), "datasources[0].type: is required"),
     (
