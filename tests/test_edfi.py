@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import date, datetime
@@ -16,6 +18,8 @@ import yaml
 from click.testing import CliRunner
 
 from panorama_elt.cli import main
+from panorama_elt.datasources.edfi_api import EdfiDatasource
+from panorama_elt.settings import TableSettings, parse_settings
 from panorama_elt.synthetic import edfi_data
 from panorama_elt.synthetic.edfi_api import EdfiEmulator
 from tests.conftest import local_datalake, write_settings
@@ -313,24 +317,77 @@ def test_retries_throttling_server_errors_resets_and_a_revoked_token(
     assert all(f.times == 0 for f in api.faults)
 
 
-def test_retry_after_is_honoured(api: EdfiEmulator) -> None:
-    from panorama_elt.datasources.edfi_api import EdfiDatasource
-    from panorama_elt.settings import parse_settings
-
+def datasource(api: EdfiEmulator, **extra: Any) -> tuple[EdfiDatasource, TableSettings]:
+    """Our datasource for the emulator's students, without a settings file."""
     raw = {
         "datalake": {"type": "local", "path": "/tmp/unused"},
-        "datasources": [edfi_source(api, ["students"], backoff_factor=0.25)],
+        "datasources": [edfi_source(api, ["students"], **extra)],
     }
     settings = parse_settings(raw, Path("/tmp/s.yaml"))
-    source = EdfiDatasource(settings.datasources[0])
+    return EdfiDatasource(settings.datasources[0]), settings.tables[0]
+
+
+def test_retry_after_is_honoured(api: EdfiEmulator) -> None:
+    source, table = datasource(api, backoff_factor=0.25)
     waits: list[float] = []
     source.client.sleep = waits.append
     api.fail("/ed-fi/students", status=429, retry_after=7)
     api.fail("/ed-fi/students", status=502)
-    extraction = source.extract(settings.tables[0], force=True, mark=None)
+    extraction = source.extract(table, force=True, mark=None)
     rows = [row for batch in extraction.batches or () for row in batch]
     assert len(rows) == 40
     assert waits == [7.0, 0.5]  # Retry-After first, then backoff_factor * 2**attempt
+
+
+def test_token_is_renewed_before_it_expires(api: EdfiEmulator) -> None:
+    api.token_seconds = 600
+    source, table = datasource(api)
+    now = [1000.0]
+    source.client.clock = lambda: now[0]
+
+    def pull() -> int:
+        extraction = source.extract(table, force=True, mark=None)
+        assert sum(len(b) for b in extraction.batches or ()) == 40
+        return sum(1 for method, path in api.requests if path == "/oauth/token")
+
+    assert pull() == 1
+    now[0] += 479  # still more than two minutes left
+    assert pull() == 1
+    now[0] += 2  # less than two minutes left: a new token before the old one is refused
+    assert pull() == 2
+
+
+def test_pages_stream_into_the_writer(api: EdfiEmulator) -> None:
+    source, table = datasource(api)  # 40 students, 7 a page: 6 pages
+    batches = iter(source.extract(table, force=True, mark=None).batches or ())
+    assert len(next(batches)) == 40 - 35  # the last page comes first
+    pages = [p for m, p in api.requests if "/ed-fi/students?" in p and "totalCount" not in p]
+    assert len(pages) == 1  # nothing else was read ahead
+    assert sum(len(b) for b in batches) == 35
+
+
+def test_emulator_token_endpoint(api: EdfiEmulator) -> None:
+    """Form-body credentials work, a wrong secret is 401, an expired token is refused."""
+    form = urllib.parse.urlencode(
+        {"grant_type": "client_credentials", "client_id": api.client_id, "client_secret": SECRET}
+    ).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"{api.url}/oauth/token", data=form)) as r:
+        answer = json.loads(r.read())
+    assert answer["token_type"] == "bearer" and answer["expires_in"] == api.token_seconds
+    wrong = form.replace(SECRET.encode(), b"nope")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(urllib.request.Request(f"{api.url}/oauth/token", data=wrong))
+    assert refused.value.code == 401
+    refused.value.close()
+    api.token_seconds = 0
+    token = _token(api)
+    request = urllib.request.Request(
+        f"{api.url}/data/v3/ed-fi/students", headers={"Authorization": f"Bearer {token}"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as expired:
+        urllib.request.urlopen(request)
+    assert expired.value.code == 401
+    expired.value.close()
 
 
 def test_no_change_queries_means_full_pulls(tmp_path: Path) -> None:

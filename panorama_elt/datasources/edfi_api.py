@@ -66,9 +66,11 @@ class EdfiClient:
         self.where = where
         self.host = urlsplit(settings.base_url).netloc or settings.base_url
         self.sleep: Callable[[float], None] = time.sleep
+        self.clock: Callable[[], float] = time.monotonic
         self._token: str | None = None
         self._refresh_at = 0.0
         self._info: dict[str, Any] | None = None
+        self._down: str | None = None
         context = None
         if settings.base_url.startswith("https://") and not settings.verify_ssl:
             context = ssl.create_default_context()
@@ -142,7 +144,7 @@ class EdfiClient:
 
     def token(self) -> str:
         """A bearer token, fetched again shortly before it expires."""
-        if self._token is None or time.monotonic() >= self._refresh_at:
+        if self._token is None or self.clock() >= self._refresh_at:
             self._fetch_token()
         assert self._token is not None
         return self._token
@@ -177,7 +179,7 @@ class EdfiClient:
         self._token = token
         # Well before expiry: 2 minutes early, or half-way through a short-lived token.
         margin = 120.0 if expires > 240 else expires / 2
-        self._refresh_at = time.monotonic() + expires - margin
+        self._refresh_at = self.clock() + expires - margin
 
     # Requests
 
@@ -204,7 +206,13 @@ class EdfiClient:
         headers: dict[str, str] | None = None,
         auth: bool = True,
     ) -> tuple[int, Message, bytes]:
-        """One request, retried on connection errors and retry statuses (GETs only)."""
+        """One request, retried on connection errors and retry statuses (GETs only).
+
+        Once the host could not be reached after every retry, later requests of this run fail
+        at once with the same line, rather than waiting through the retries again per table.
+        """
+        if self._down is not None:
+            raise SourceError(self._down)
         s = self.settings
         attempts = s.num_retries + 1 if method == "GET" else 1
         for attempt in range(attempts):
@@ -223,16 +231,16 @@ class EdfiClient:
                 exc.close()
                 if exc.code not in s.retry_statuses or last:
                     return exc.code, exc.headers, body
-                wait = _retry_after(exc.headers) or s.backoff_factor * 2**attempt
+                after = _retry_after(exc.headers)
+                wait = after if after is not None else s.backoff_factor * 2**attempt
                 log.info(
                     "%s: HTTP %s from %s; retrying in %.1fs", self.where, exc.code, self.host, wait
                 )
             except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
                 if last:
                     reason = getattr(exc, "reason", None) or exc
-                    raise SourceError(
-                        f"{self.where}: cannot reach {self.host}: {_reason(reason)}"
-                    ) from None
+                    self._down = f"{self.where}: cannot reach {self.host}: {_reason(reason)}"
+                    raise SourceError(self._down) from None
                 wait = s.backoff_factor * 2**attempt
                 log.info(
                     "%s: %s from %s; retrying in %.1fs", self.where, _reason(exc), self.host, wait
