@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,15 @@ EDFI_MODES = (
     "district_specific",
     "year_specific",
     "instance_year_specific",
+)
+_EDFI_PAGING = (
+    "limit",
+    "offset",
+    "totalCount",
+    "minChangeVersion",
+    "maxChangeVersion",
+    "pageToken",
+    "pageSize",
 )
 _EDFI_RESOURCE = re.compile(r"^[a-z][A-Za-z0-9]*$")
 _EDFI_NAMESPACE = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -772,7 +781,6 @@ class _Checker:
         if not isinstance(data, list):
             self.fail(path, f"must be a list of resources (each '- name: ...'), got {_kind(data)}")
             return ()
-        prefix = f"{datalake.base_prefix}_" if datalake and datalake.base_prefix else ""
         result: list[TableSettings] = []
         for i, raw in enumerate(data):
             p = f"{path}[{i}]"
@@ -803,48 +811,78 @@ class _Checker:
             ):
                 self.fail(_join(p, "query_parameters"), "must be a mapping of parameter: value")
                 params = {}
-            snake = snake_case(resource)
-            name = snake if namespace == "ed-fi" else f"{namespace.replace('-', '_')}_{snake}"
-            page_size = self.integer(d, "page_size", p, 0, 1, 500) or None
-            kinds = ["items"]
-            if edfi.fetch_deletes and not resource.endswith("Descriptors"):
-                kinds.append("deletes")
-            if edfi.get_key_changes and not resource.endswith("Descriptors"):
-                kinds.append("keyChanges")
-            suffix = {"items": "", "deletes": "_deletes", "keyChanges": "_key_changes"}
-            raw_names = {k: f"{prefix}raw_{name}{suffix[k]}" for k in kinds}
-            for kind in kinds:
-                table_name = name + suffix[kind]
-                raw_name, view_name = raw_names[kind], f"{prefix}table_{table_name}"
-                if kind == "items":
-                    raw_name = (self.identifier(d, "datalake_table_name", p) or raw_name).lower()
-                    view_name = (self.identifier(d, "datalake_table_view", p) or view_name).lower()
-                result.append(
-                    TableSettings(
-                        name=table_name,
-                        datasource=datasource,
-                        datalake_table_name=raw_name,
-                        datalake_table_view=view_name,
-                        fields=_edfi_fields(edfi, kind),
-                        partitions=PartitionSettings(_edfi_partitions(edfi)),
-                        path=p,
-                        edfi=EdfiTable(
-                            resource=resource,
-                            namespace=namespace,
-                            kind=kind,
-                            query_parameters=tuple((k, _query_text(v)) for k, v in params.items()),
-                            page_size=page_size,
-                            parent=name if kind != "items" else None,
-                            deletes_table=raw_names.get("deletes") if kind == "items" else None,
-                        ),
-                    )
+            paging = sorted(set(params) & set(_EDFI_PAGING))
+            if paging:
+                self.fail(
+                    _join(p, "query_parameters"),
+                    f"cannot set {', '.join(paging)} (the extraction pages and windows itself)",
                 )
+                params = {}
+            snake = snake_case(resource)
+            result += self.edfi_resource_tables(
+                d,
+                p,
+                EdfiTable(
+                    resource=resource,
+                    namespace=namespace,
+                    query_parameters=tuple((k, _query_text(v)) for k, v in params.items()),
+                    page_size=self.integer(d, "page_size", p, 0, 1, 500) or None,
+                ),
+                snake if namespace == "ed-fi" else f"{namespace.replace('-', '_')}_{snake}",
+                datasource,
+                edfi,
+                f"{datalake.base_prefix}_" if datalake and datalake.base_prefix else "",
+            )
         seen: set[str] = set()
         for table in result:
             if table.name in seen:
                 self.fail(_join(table.path, "name"), f"duplicate table name {table.name!r}")
             seen.add(table.name)
         return tuple(result)
+
+    def edfi_resource_tables(
+        self,
+        d: Mapping,
+        path: str,
+        spec: EdfiTable,
+        name: str,
+        datasource: str,
+        edfi: EdfiSettings,
+        prefix: str,
+    ) -> list[TableSettings]:
+        """A resource's items table, then its deletes and key changes tables when pulled."""
+        kinds = ["items"]
+        if not spec.resource.endswith("Descriptors"):  # descriptors have no change tracking
+            kinds += ["deletes"] if edfi.fetch_deletes else []
+            kinds += ["keyChanges"] if edfi.get_key_changes else []
+        suffix = {"items": "", "deletes": "_deletes", "keyChanges": "_key_changes"}
+        raw_names = {k: f"{prefix}raw_{name}{suffix[k]}" for k in kinds}
+        raw_names["items"] = (
+            self.identifier(d, "datalake_table_name", path) or raw_names["items"]
+        ).lower()
+        items_view = self.identifier(d, "datalake_table_view", path) or f"{prefix}table_{name}"
+        tables = []
+        for kind in kinds:
+            tables.append(
+                TableSettings(
+                    name=name + suffix[kind],
+                    datasource=datasource,
+                    datalake_table_name=raw_names[kind],
+                    datalake_table_view=(
+                        items_view if kind == "items" else f"{prefix}table_{name}{suffix[kind]}"
+                    ).lower(),
+                    fields=_edfi_fields(edfi, kind),
+                    partitions=PartitionSettings(_edfi_partitions(edfi)),
+                    path=path,
+                    edfi=replace(
+                        spec,
+                        kind=kind,
+                        parent=name if kind != "items" else None,
+                        deletes_table=raw_names.get("deletes") if kind == "items" else None,
+                    ),
+                )
+            )
+        return tables
 
     # --- end of edfi_api datasource ---
 
@@ -985,13 +1023,21 @@ def _edfi_partitions(edfi: EdfiSettings) -> tuple[str, ...]:
     )
 
 
+_EDFI_TYPES = {
+    "tenant_code": "varchar(255)",
+    "api_year": "int",
+    "pull": "bigint",
+    "id": "varchar(36)",
+    "change_version": "bigint",
+    "doc": "json",
+}
+
+
 def _edfi_fields(edfi: EdfiSettings, kind: str) -> tuple[FieldSettings, ...]:
     """The raw columns of an Ed-Fi table: partitions, id, (change_version,) and the JSON doc."""
-    types = {"tenant_code": "varchar(255)", "api_year": "int", "pull": "bigint"}
-    names = [*_edfi_partitions(edfi), "id"]
-    names += ["change_version"] if kind != "items" else []
-    types.update({"id": "varchar(36)", "change_version": "bigint", "doc": "json"})
-    return tuple(FieldSettings(n, parse_column_type(types[n])) for n in [*names, "doc"])
+    changes = ("change_version",) if kind != "items" else ()
+    names = (*_edfi_partitions(edfi), "id", *changes, "doc")
+    return tuple(FieldSettings(n, parse_column_type(_EDFI_TYPES[n])) for n in names)
 
 
 def _query_text(value: object) -> str:

@@ -482,7 +482,8 @@ def test_set_tables_from_the_dependency_list(tmp_path: Path, api: EdfiEmulator) 
 
 
 def test_settings_problems_name_their_keys(tmp_path: Path, api: EdfiEmulator) -> None:
-    source = edfi_source(api, ["students", "Bad-Name"], mode="yearly", client_secret=None)
+    tables = ["students", "Bad-Name", {"name": "schools", "query_parameters": {"limit": 5}}]
+    source = edfi_source(api, tables, mode="yearly", client_secret=None)
     settings = write_settings(tmp_path / "s.yaml", local_datalake(tmp_path / "lake"), [source])
     result = cli(settings, "test-connections")
     assert result.exit_code == 2
@@ -490,5 +491,6 @@ def test_settings_problems_name_their_keys(tmp_path: Path, api: EdfiEmulator) ->
         "datasources[0].mode: unknown mode 'yearly'",
         "datasources[0].client_secret: is required",
         "datasources[0].tables[1].name: 'Bad-Name' is not an Ed-Fi resource name",
+        "datasources[0].tables[2].query_parameters: cannot set limit (the extraction pages",
     ):
         assert problem in result.output, result.output
