@@ -494,3 +494,33 @@ def test_settings_problems_name_their_keys(tmp_path: Path, api: EdfiEmulator) ->
         "datasources[0].tables[2].query_parameters: cannot set limit (the extraction pages",
     ):
         assert problem in result.output, result.output
+
+
+def test_windows_and_reverse_offsets() -> None:
+    from panorama_elt.datasources.edfi_api import change_windows, reverse_offsets
+
+    assert change_windows(101, 250, 50) == [(101, 150), (151, 200), (201, 250)]
+    assert change_windows(101, 251, 50) == [(101, 150), (151, 200), (201, 250), (251, 251)]
+    assert change_windows(5, 5, 50) == [(5, 5)]
+    assert change_windows(6, 5, 50) == []
+    assert reverse_offsets(10, 3) == [9, 6, 3, 0]
+    assert reverse_offsets(9, 3) == [6, 3, 0]
+    assert reverse_offsets(1, 500) == [0]
+    assert reverse_offsets(0, 500) == []
+
+
+def test_incremental_pull_is_stepped_in_windows(tmp_path: Path, api: EdfiEmulator) -> None:
+    settings = setup(tmp_path, api, ["students"], change_version_step_size=3, fetch_deletes=False)
+    load(settings, tmp_path)
+    start = api.store.change_version
+    students = api.items("students")
+    for n in range(7):  # seven changes: change versions start+1 .. start+7
+        api.upsert("ed-fi", "students", {**_body(students[n]), "middleName": f"M{n}"})
+    del api.requests[:]
+    assert load(settings, tmp_path)["students"]["rows"] == 7
+    counted = [p for m, p in api.requests if "totalCount=true" in p]
+    assert counted == [
+        f"/data/v3/ed-fi/students?minChangeVersion={low}&maxChangeVersion={high}&limit=0&totalCount=true"
+        for low, high in [(start + 1, start + 3), (start + 4, start + 6), (start + 7, start + 7)]
+    ]
+    assert_same(tmp_path, api, "students", "students")

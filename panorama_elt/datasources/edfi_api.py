@@ -101,6 +101,7 @@ class EdfiClient:
             ) from None
 
     def _locator(self) -> list[str]:
+        """5.x / 6.x: year, or instance and year, after ``data/v3`` (and ``changeQueries/v1``)."""
         s = self.settings
         if s.mode == "year_specific":
             return [str(s.year)]
@@ -126,11 +127,13 @@ class EdfiClient:
         return ([s.tenant_code] if s.tenant_code else []) + ([str(s.year)] if s.year else [])
 
     def change_versions_url(self) -> str:
+        """Where ``availableChangeVersions`` is for this version and mode."""
         if self.major >= 7:
             return self._join(*self._context7(), "changeQueries", "v1", "availableChangeVersions")
         return self._join("changeQueries", "v1", *self._locator(), "availableChangeVersions")
 
     def oauth_url(self) -> str:
+        """The token endpoint: the setting, else the root document's, else the usual place."""
         if self.settings.oauth_url:
             return self.settings.oauth_url
         url = (self.info().get("urls") or {}).get("oauth")
