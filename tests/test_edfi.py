@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from panorama_elt.cli import main
 from panorama_elt.datasources.edfi_api import EdfiDatasource
+from panorama_elt.errors import SourceError
 from panorama_elt.settings import TableSettings, parse_settings
 from panorama_elt.synthetic import edfi_data
 from panorama_elt.synthetic.edfi_api import EdfiEmulator
@@ -524,3 +525,14 @@ def test_incremental_pull_is_stepped_in_windows(tmp_path: Path, api: EdfiEmulato
         for low, high in [(start + 1, start + 3), (start + 4, start + 6), (start + 7, start + 7)]
     ]
     assert_same(tmp_path, api, "students", "students")
+
+
+def test_an_unreachable_host_is_retried_once_per_run(api: EdfiEmulator) -> None:
+    source, table = datasource(api, num_retries=3)
+    waits: list[float] = []
+    source.client.sleep = waits.append
+    api.stop()  # nothing listens there any more
+    for _ in range(2):  # two tables of the same run
+        with pytest.raises(SourceError, match=r"cannot reach 127\.0\.0\.1:\d+: .*refused"):
+            source.extract(table, force=True, mark=None)
+    assert len(waits) == 3  # the first table waited through the retries, the second did not

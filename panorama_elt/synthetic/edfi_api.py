@@ -530,7 +530,7 @@ class _Handler(BaseHTTPRequestHandler):
     api: EdfiEmulator
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: tests read the emulator's state, not its log."""
 
     def do_GET(self) -> None:
