@@ -132,7 +132,12 @@ def test_full_then_changes_skipped_run_and_incremental(tmp_path: Path, api: Edfi
         enrollments[0]["id"],
         {**moved, "entryDate": "2023-09-05"},
     )
+    del api.requests[:]
     second = load(settings, tmp_path)
+    asked = [p for m, p in api.requests if p.endswith("/availableChangeVersions")]
+    assert len(asked) == 1  # once per run, not once per table
+    state = tmp_path / "lake/edfi/_panorama_state/edfi_raw_students/lms=lms.example.com/state.json"
+    assert json.loads(state.read_text())["mark"] == str(api.store.change_version)
     assert second["students"]["mode"] == "incremental"
     assert second["students"]["rows"] == 2  # the insert and the update, not the 40 others
     assert second["students_deletes"]["rows"] == 1
