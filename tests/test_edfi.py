@@ -541,3 +541,14 @@ def test_an_unreachable_host_is_retried_once_per_run(api: EdfiEmulator) -> None:
         with pytest.raises(SourceError, match=r"cannot reach 127\.0\.0\.1:\d+: .*refused"):
             source.extract(table, force=True, mark=None)
     assert len(waits) == 3  # the first table waited through the retries, the second did not
+
+
+def test_key_changes_on_5_3_fail_with_a_hint(tmp_path: Path) -> None:
+    with EdfiEmulator(version="5.3", client_secret=SECRET) as api:
+        api.load()
+        settings = setup(tmp_path, api, ["students"], get_key_changes=True)
+        result = cli(settings, "extract-and-load", "--all")
+        _check_failure(
+            result, "1 of 3 tables failed: students_key_changes", "set get_key_changes: false"
+        )
+        assert len(current(tmp_path, "students")) == 40

@@ -475,6 +475,8 @@ def _hint(status: int, table: TableSettings) -> str:
             f" (the API client's claim set does not cover {spec.namespace}/{spec.resource}: "
             "ask the ODS administrator to grant it, or remove the table)"
         )
+    if status == 404 and spec.kind == "keyChanges":
+        return " (ODS/API 5.x has no /keyChanges: set get_key_changes: false)"
     if status == 404:
         return (
             f" ({spec.namespace}/{spec.resource} is not in this API's data model: check the "
