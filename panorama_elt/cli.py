@@ -19,7 +19,7 @@ from panorama_elt.__about__ import __version__
 from panorama_elt.errors import PanoramaError, UsageError
 from panorama_elt.lock import run_lock
 from panorama_elt.secrets import SecretFilter, install_secret_filter
-from panorama_elt.settings import Settings, TableSettings, load_settings
+from panorama_elt.settings import DatasourceSettings, Settings, TableSettings, load_settings
 
 log = logging.getLogger("panorama_elt")
 DEFAULT_SETTINGS = "panorama_settings.yaml"
@@ -290,7 +290,7 @@ def set_tables(ctx: Context, tables: str, datasource: str | None) -> None:
     click.echo(f"{ds}: tables set to {', '.join(names)} in {ctx.settings_file}")
 
 
-def _edfi_resources(settings: Any, patterns: list[str]) -> list[str]:
+def _edfi_resources(settings: DatasourceSettings, patterns: list[str]) -> list[str]:
     """Ed-Fi resource names matching the wildcards, from the API's dependency list."""
     from panorama_elt.datasources.edfi_api import EdfiDatasource
 
