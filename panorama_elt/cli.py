@@ -20,7 +20,7 @@ from panorama_elt.__about__ import __version__
 from panorama_elt.errors import PanoramaError, UsageError, failure_line, wants_traceback
 from panorama_elt.lock import run_lock
 from panorama_elt.secrets import SecretFilter, install_secret_filter
-from panorama_elt.settings import Settings, TableSettings, load_settings
+from panorama_elt.settings import DatasourceSettings, Settings, TableSettings, load_settings
 
 log = logging.getLogger("panorama_elt")
 DEFAULT_SETTINGS = "panorama_settings.yaml"
@@ -434,6 +434,8 @@ def set_tables(ctx: Context, tables: str | None, datasource: str | None) -> None
         names = [t.strip() for t in tables.split(",") if t.strip()]
     if not names:
         raise UsageError("--tables needs at least one table name")
+    if datasource and ctx.settings.datasource(datasource).type == "edfi_api":
+        names = _edfi_resources(ctx.settings.datasource(datasource), names)
     ds = write_tables(Path(ctx.settings_file), names, datasource, extra)
     click.echo(f"{ds}: tables set to {', '.join(names)} in {ctx.settings_file}")
 
@@ -448,6 +450,17 @@ def _listed_tables(ctx: Context, datasource: str | None) -> dict[str, dict[str, 
     source = make_datasource(settings)
     try:
         return source.list_tables()
+    finally:
+        source.close()
+
+
+def _edfi_resources(settings: DatasourceSettings, patterns: list[str]) -> list[str]:
+    """Ed-Fi resource names matching the wildcards, from the API's dependency list."""
+    from panorama_elt.datasources.edfi_api import EdfiDatasource
+
+    source = EdfiDatasource(settings)
+    try:
+        return source.select_resources(patterns)
     finally:
         source.close()
 

@@ -28,10 +28,20 @@ class SettingsBlock:
     parse: Callable[[Checker, Mapping[str, Any], str], Any]
 
 
+@dataclass(frozen=True)
+class TablesContext:
+    """What a type's own reader of ``tables`` gets besides the data: the datasource's name, the
+    datalake settings (for table name prefixes), and ``common(data, path)``, which parses a
+    list of tables the common way."""
+
+    datasource: str
+    datalake: Any
+    common: Callable[[Any, str], Any]
+
+
 # How a datasource type reads its ``tables`` when they are not the common list of tables:
-# (check, data, path, blocks, common) -> tables, where ``blocks`` are the type's parsed settings
-# blocks and ``common(data, path)`` parses a list of tables the common way.
-TablesReader = Callable[[Checker, Any, str, tuple[Any, ...], Callable[[Any, str], Any]], Any]
+# (check, data, path, blocks, context) -> tables, ``blocks`` being the type's parsed settings.
+TablesReader = Callable[[Checker, Any, str, tuple[Any, ...], TablesContext], Any]
 
 
 @dataclass(frozen=True)

@@ -113,15 +113,14 @@ class Runner:
         # a layout change): no stored mark describes the datalake, so everything is read.
         force = force or not any(p[: len(base)] == base for p in registered)
         mark = None
-        if table.incremental and not force:
-            result.mode = "incremental"
         source = self.source(table.datasource)
         if not force and source.uses_mark(table):
             mark = _read_mark(lake.read_state(mark_key))
         extraction = source.extract(table, force=force, mark=mark)
         result.counts = extraction.counts  # the source may add to them while streaming
-        if not extraction.full:
-            result.mode = "incremental"
+        # What the source did: a full read (also when it could not resume: no mark yet, or no
+        # change tracking), or only what changed.
+        result.mode = "full" if extraction.full else "incremental"
         written: list[PartitionValues] = []
         since = f" since {mark}" if mark and table.incremental else ""
         log.info("%s: extracting (%s%s)", table.name, result.mode, since)

@@ -22,7 +22,7 @@ from panorama_elt.datalakes import REGISTRY as DATALAKES
 from panorama_elt.datasources import REGISTRY as DATASOURCES
 from panorama_elt.datasources.source_settings import MongoSettings, MySQLSettings
 from panorama_elt.errors import SettingsError, UsageError
-from panorama_elt.plugins import Plugin, misplaced_keys, unknown_type
+from panorama_elt.plugins import Plugin, TablesContext, misplaced_keys, unknown_type
 from panorama_elt.settings_check import Checker, is_identifier, join, kind_of
 
 __all__ = ["MongoSettings", "MySQLSettings", "is_identifier"]  # read by the datasources
@@ -98,6 +98,8 @@ class TableSettings:
     fields: tuple[FieldSettings, ...]
     partitions: PartitionSettings | None = None
     path: str = ""
+    # What an edfi_api table reads (datasources/edfi_settings.EdfiTable); None for other types.
+    edfi: Any = None
 
     @property
     def partition_fields(self) -> tuple[str, ...]:
@@ -106,8 +108,8 @@ class TableSettings:
 
     @property
     def incremental(self) -> bool:
-        """True when only recently changed partitions are re-extracted by default."""
-        return bool(self.partitions and self.partitions.interval)
+        """True when only what changed since the stored mark is extracted by default."""
+        return bool(self.partitions and self.partitions.interval) or self.edfi is not None
 
     @property
     def file_fields(self) -> tuple[FieldSettings, ...]:
@@ -216,7 +218,11 @@ class Settings:
                 f"--tables: {', '.join(unknown)} not found in {where} "
                 f"(known: {', '.join(by_name) or 'none'})"
             )
-        return [by_name[name] for name in tables]
+        names = list(tables)
+        picked = [by_name[name] for name in names]
+        # An Ed-Fi resource's deletes and key changes are pulled with it.
+        picked += [t for t in chosen if t.edfi and t.edfi.parent in names and t.name not in names]
+        return picked
 
 
 def secret_values(settings: object) -> list[str]:
@@ -440,7 +446,8 @@ class _SettingsChecker(Checker):
         if plugin.tables is None:
             tables = common(d.get("tables"), where)
         else:
-            tables = plugin.tables(self, d.get("tables"), where, blocks, common)
+            context = TablesContext(name, datalake, common)
+            tables = plugin.tables(self, d.get("tables"), where, blocks, context)
         return DatasourceSettings(kind, name, tables, path, blocks)
 
     def tables(

@@ -67,6 +67,13 @@ def create_view_sql(
     """CREATE OR REPLACE VIEW of the typed view over the raw table."""
     if dialect not in DIALECTS:
         raise ValueError(f"unknown dialect {dialect!r}")
+    if table.edfi is not None and table.edfi.kind == "items":
+        # Ed-Fi resources: the current state over every pull (see edfi_views).
+        from panorama_elt.edfi_views import edfi_view_sql
+
+        name = quote_name(table.datalake_table_name)
+        qualifier = raw_ref[: -len(name)] if raw_ref and raw_ref.endswith(name) else ""
+        return edfi_view_sql(table, datalake, dialect, qualifier)
     raw_ref = raw_ref or quote_name(table.datalake_table_name)
     select = ",\n  ".join(
         f"{column_sql(c.name, c.type, dialect)} AS {quote_name(c.name)}"

@@ -201,7 +201,7 @@ CASES = [
     (edit("datasources", []), "datasources: must be a non-empty list"),
     (
         edit("datasources[0].type", "parquet"),
-        "datasources[0].type: unknown datasource type 'parquet' (valid: mysql, openedx_course_structures, csv, xls)",
+        "datasources[0].type: unknown datasource type 'parquet' (valid: mysql, openedx_course_structures, csv, xls, edfi_api)",
     ),
     (edit("datasources[0].type", None, delete=True), "datasources[0].type: is required"),
     (

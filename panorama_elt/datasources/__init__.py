@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from panorama_elt.datasources.edfi_settings import EDFI, edfi_tables
 from panorama_elt.datasources.source_settings import (
     COURSE_STRUCTURES,
     CSV,
@@ -36,6 +37,7 @@ REGISTRY: dict[str, Plugin] = {
     ),
     "csv": Plugin("panorama_elt.datasources.csv_files:CsvDatasource", (CSV,), csv_tables),
     "xls": Plugin("panorama_elt.datasources.xlsx_files:XlsxDatasource", (XLS,), xls_tables),
+    "edfi_api": Plugin("panorama_elt.datasources.edfi_api:EdfiDatasource", (EDFI,), edfi_tables),
 }
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from panorama_elt.plugins import SettingsBlock
+from panorama_elt.plugins import SettingsBlock, TablesContext
 from panorama_elt.settings_check import Checker, join, key_set, kind_of
 
 _TIME_ZONE = re.compile(r"^(SYSTEM|[+-]\d{1,2}:\d{2}|[A-Za-z][A-Za-z0-9_+/-]*)$")
@@ -275,21 +275,18 @@ def parse_xls(check: Checker, d: Mapping[str, Any], path: str) -> XlsSettings | 
     return None if location is None else XlsSettings(location, tuple(sheets.items()))
 
 
-Common = Callable[[Any, str], Any]
-
-
 def csv_tables(
-    check: Checker, data: Any, path: str, blocks: tuple[Any, ...], common: Common
+    check: Checker, data: Any, path: str, blocks: tuple[Any, ...], context: TablesContext
 ) -> Any:
     """A csv datasource is one file, so one table; the original's example writes it as a mapping."""
-    tables = common([data] if isinstance(data, dict) else data, path)
+    tables = context.common([data] if isinstance(data, dict) else data, path)
     if len(tables) > 1:
         check.fail(path, "a csv datasource is one file: give it one table")
     return _read_whole(check, tables)
 
 
 def xls_tables(
-    check: Checker, data: Any, path: str, blocks: tuple[Any, ...], common: Common
+    check: Checker, data: Any, path: str, blocks: tuple[Any, ...], context: TablesContext
 ) -> Any:
     """An xls datasource's tables, each with an optional ``sheet`` key (read by parse_xls)."""
     if isinstance(data, list):
@@ -297,7 +294,7 @@ def xls_tables(
             {k: v for k, v in entry.items() if k != "sheet"} if isinstance(entry, dict) else entry
             for entry in data
         ]
-    return _read_whole(check, common(data, path))
+    return _read_whole(check, context.common(data, path))
 
 
 def _read_whole(check: Checker, tables: Any) -> Any:
