@@ -44,6 +44,7 @@ _BOOT = (
 _PR_SET_PDEATHSIG = 1
 _PARENT_WATCH_SECONDS = 0.5
 _ORPHAN_WAIT_SECONDS = 2.0
+PROGRESS_SECONDS = 0.5
 
 
 class ShardProcesses:
@@ -197,11 +198,10 @@ def main() -> None:
         shard, table, folder, as_bytes, parent = pickle.load(sys.stdin.buffer)
         _die_with(parent)
 
-        def sent(rows: int) -> None:
-            _send(out, ("rows", rows))
-
+        progress = _Progress(out)
         batches = shard()
-        parts = CsvWriter(table, folder, progress=sent).write_scan(batches, as_bytes)
+        parts = CsvWriter(table, folder, progress=progress).write_scan(batches, as_bytes)
+        progress.flush()
         result: tuple[str, Any] = ("ok", parts)
     except _ParentGone:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # cleaning up: a second one changes nothing
@@ -217,6 +217,28 @@ def main() -> None:
     with contextlib.suppress(OSError):
         _send(out, result)
         out.close()
+
+
+class _Progress:
+    """Rows read, sent to the parent at most every PROGRESS_SECONDS (each message wakes a
+    thread of the parent, which is busy reading its own half)."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+        self.rows = 0
+        self.last = time.monotonic()
+
+    def __call__(self, rows: int) -> None:
+        self.rows += rows
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            _send(self.out, ("rows", self.rows))
+            self.rows = 0
 
 
 def _send(out: IO[bytes], message: tuple[str, Any]) -> None:

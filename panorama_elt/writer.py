@@ -139,24 +139,27 @@ class CsvWriter:
                 continue
             encoded, zero_dates = self._encode(values, as_bytes, partial(_row_in, parts, keys))
             if self._key_length == 0:
-                # One file: the batch's lines stay one block (joined by a line end, like lines).
+                # One file: nothing to group, so each batch goes straight to it (one block of
+                # lines, joined to the next by a line end like lines are).
                 single = parts[()]
-                pending.setdefault((), []).append(encoded[:-1])
+                self._append(single, [encoded[:-1]])
                 single.rows += len(keys)
                 single.zero_dates += zero_dates
-            else:
-                for key, line in zip(keys, encoded.split(b"\n"), strict=False):
-                    chunk = pending.get(key)
-                    if chunk is None:
-                        chunk = pending[key] = []
-                        if key not in parts:
-                            parts[key] = self._new_file()
-                    chunk.append(line)
-                for key, count in Counter(keys).items():
-                    parts[key].rows += count
-                if zero_dates:
-                    for key, count in zip(keys, self._zero_dates_by_row(values), strict=True):
-                        parts[key].zero_dates += count
+                if self.progress is not None:
+                    self.progress(len(keys))
+                continue
+            for key, line in zip(keys, encoded.split(b"\n"), strict=False):
+                chunk = pending.get(key)
+                if chunk is None:
+                    chunk = pending[key] = []
+                    if key not in parts:
+                        parts[key] = self._new_file()
+                chunk.append(line)
+            for key, count in Counter(keys).items():
+                parts[key].rows += count
+            if zero_dates:
+                for key, count in zip(keys, self._zero_dates_by_row(values), strict=True):
+                    parts[key].zero_dates += count
             pending_bytes += len(encoded)
             if pending_bytes > PENDING_BYTES:
                 pending_bytes = self._flush(parts, pending, pending_bytes, PENDING_BYTES // 2)
