@@ -8,7 +8,6 @@ import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
@@ -178,7 +177,8 @@ def test_athena_query_is_awaited_and_paged(tmp_path: Path, moto_endpoint: str) -
         {"course": "x,y", "n": None},
     ]
     athena = boto3.client("athena", region_name="us-east-1", endpoint_url=moto_endpoint)
-    [query_id] = athena.list_query_executions()["QueryExecutionIds"]
-    execution: Any = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
-    assert execution["Query"] == sql
+    # moto keeps one Athena state per process: other tests' queries are listed too.
+    ids = athena.list_query_executions()["QueryExecutionIds"]
+    executions = [athena.get_query_execution(QueryExecutionId=i)["QueryExecution"] for i in ids]
+    (execution,) = [e for e in executions if e["Query"] == sql]
     assert execution["WorkGroup"] == "primary"
