@@ -26,11 +26,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from panorama_elt import writer as csv_writer
 from panorama_elt.column_types import ColumnType
 from panorama_elt.errors import SourceError
 from panorama_elt.rows import NULL_MARK, PAD_MARK, ROW_MARK, VALUE_MARK, Batch, PackedRows, unpack
 from panorama_elt.settings import FieldSettings, TableSettings
-from panorama_elt.writer import PENDING_BYTES, CsvWriter, PartitionFile, Partitions
+from panorama_elt.writer import CsvWriter, PartitionFile, Partitions
 
 # zstd at its default level: about a third smaller than snappy on the Open edX tables at the
 # same writing time (README, Performance); Athena, DuckDB and Spark all read it.
@@ -123,8 +124,9 @@ class ParquetWriter(CsvWriter):
                     if zeros is not None:
                         part.zero_dates += sum(zeros[i] for i in rows) if rows else sum(zeros)
                 pending_bytes += record.nbytes
-                if pending_bytes > PENDING_BYTES:
-                    pending_bytes = self._flush_pending(parts, pending, PENDING_BYTES // 2)
+                budget = csv_writer.PENDING_BYTES
+                if pending_bytes > budget:
+                    pending_bytes = self._flush_pending(parts, pending, budget // 2)
                 if self.progress is not None:
                     self.progress(len(keys))
             self._flush_pending(parts, pending, None)
