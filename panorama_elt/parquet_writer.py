@@ -6,16 +6,17 @@ settings' MySQL types (see ``arrow_type``). Zero dates have no Parquet date or t
 are written as NULL and counted, as the CSV typed views show them.
 
 Memory stays bounded as on the CSV path: converted rows wait in memory up to the same budget
-(writer.PENDING_BYTES, all partitions together), then the fullest partitions are written out as
-row groups. A partition's row groups go to a segment file written by a ParquetWriter kept open
-while the partition receives rows (at most ``OPEN_WRITERS`` at once); ``finish`` joins a
-partition's segments, one row group at a time, into its one file.
+(writer.PENDING_BYTES, all partitions together), then the fullest partitions are appended to
+their spill files (a cheap append, unlike a Parquet row group, which would
+be tiny) as pickled rows of source values, in private temporary files. ``finish`` turns each
+partition's spills into its Parquet file, converting to typed columns one row group of about
+the same budget at a time (zero dates are counted then).
 """
 
 from __future__ import annotations
 
-import os
-from collections import OrderedDict
+import pickle
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -36,9 +37,6 @@ from panorama_elt.writer import CsvWriter, PartitionFile, Partitions
 # zstd at its default level: about a third smaller than snappy on the Open edX tables at the
 # same writing time (README, Performance); Athena, DuckDB and Spark all read it.
 COMPRESSION = "zstd"
-# Partitions with a Parquet writer open at once; a partition that gets rows again after its
-# writer was closed starts another segment, joined with the first by ``finish``.
-OPEN_WRITERS = 8
 _DELETE = ROW_MARK + PAD_MARK
 
 
@@ -63,9 +61,10 @@ def arrow_type(ctype: ColumnType) -> pa.DataType:
 
 @dataclass
 class ParquetPartition(PartitionFile):
-    """A partition's Parquet segments while rows still arrive; ``path`` is its final file."""
+    """A partition while rows still arrive: the files its rows were spilled to (its own, and
+    those of other reading processes); ``path`` is where its Parquet file goes."""
 
-    segments: list[Path] = field(default_factory=list)
+    spills: list[Path] = field(default_factory=list)
 
 
 class ParquetWriter(CsvWriter):
@@ -83,6 +82,9 @@ class ParquetWriter(CsvWriter):
         progress: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(table, folder, None, progress)
+        # The system allocator gives freed memory back; pyarrow's default (mimalloc) keeps it,
+        # which measured ~45 MiB more peak RSS on a full run (README, Performance).
+        pa.set_memory_pool(pa.system_memory_pool())
         fields = table.file_fields
         self.schema = pa.schema([pa.field(f.name, arrow_type(f.type)) for f in fields])
         # Each file column: the field, and its index among the row's values (None: constant).
@@ -92,46 +94,42 @@ class ParquetWriter(CsvWriter):
             self._columns.append((f, None if f.constant else index))
             index += 0 if f.constant else 1
         self._values = index
-        self._open: OrderedDict[Any, pq.ParquetWriter] = OrderedDict()
-        self._segments = 0
 
     def write_scan(self, batches: Iterable[Batch], as_bytes: bool) -> Partitions:
-        """Sort the rows of a scan into Parquet segments, one or more per partition."""
+        """Sort the rows of a scan into spill files, one per partition."""
         parts: Partitions = {}
         if self._key_length == 0:
             parts[()] = self._new_file()
-        pending: dict[Any, list[pa.RecordBatch]] = {}
-        pending_bytes = 0
-        try:
-            for batch in batches:
-                keys, values = self._split_keys(batch)
-                if not keys:
-                    continue
-                record, zeros = self._record_batch(values, len(keys))
-                groups: dict[Any, list[int]] = {}
-                if self._key_length == 0 or len(set(keys)) == 1:
-                    groups[keys[0]] = []  # the whole batch
-                else:
-                    for i, key in enumerate(keys):
-                        groups.setdefault(key, []).append(i)
-                for key, rows in groups.items():
-                    part = parts.get(key)
-                    if part is None:
-                        part = parts[key] = self._new_file()
-                    chunk = record if not rows else record.take(pa.array(rows, pa.int64()))
-                    pending.setdefault(key, []).append(chunk)
-                    part.rows += chunk.num_rows
-                    if zeros is not None:
-                        part.zero_dates += sum(zeros[i] for i in rows) if rows else sum(zeros)
-                pending_bytes += record.nbytes
-                budget = csv_writer.PENDING_BYTES
-                if pending_bytes > budget:
-                    pending_bytes = self._flush_pending(parts, pending, budget // 2)
-                if self.progress is not None:
-                    self.progress(len(keys))
-            self._flush_pending(parts, pending, None)
-        finally:
-            self._close_writers()
+        # Per partition: rows of source values, and their estimated bytes.
+        pending: dict[Any, list[Sequence[Any]]] = {}
+        sizes: dict[Any, float] = {}
+        for batch in batches:
+            keys, values = self._split_keys(batch)
+            if not keys:
+                continue
+            rows, size = self._rows(values, len(keys))
+            row_bytes = size / len(keys)
+            if self._key_length == 0:
+                pending.setdefault((), []).extend(rows)
+                sizes[()] = sizes.get((), 0.0) + size
+                parts[()].rows += len(rows)
+            else:
+                for key, row in zip(keys, rows, strict=True):
+                    chunk = pending.get(key)
+                    if chunk is None:
+                        chunk = pending[key] = []
+                        if key not in parts:
+                            parts[key] = self._new_file()
+                    chunk.append(row)
+                for key, count in Counter(keys).items():
+                    parts[key].rows += count
+                    sizes[key] = sizes.get(key, 0.0) + count * row_bytes
+            budget = csv_writer.PENDING_BYTES
+            if sum(sizes.values()) > budget:
+                self._spill(parts, pending, sizes, budget // 2)
+            if self.progress is not None:
+                self.progress(len(keys))
+        self._spill(parts, pending, sizes, None)
         return parts
 
     def merge(self, parts: Partitions, others: Partitions) -> None:
@@ -142,15 +140,15 @@ class ParquetWriter(CsvWriter):
                 parts[key] = other
                 continue
             assert isinstance(mine, ParquetPartition) and isinstance(other, ParquetPartition)
-            mine.segments.extend(other.segments)
+            mine.spills.extend(other.spills)
             mine.rows += other.rows
             mine.zero_dates += other.zero_dates
 
     def finish(self, parts: Partitions, as_bytes: bool) -> list[tuple[Any, Any]]:
-        """Join each partition's segments into its one file, then list them as CsvWriter does."""
+        """Write each partition's Parquet file from its spills, then list them as CsvWriter does."""
         for part in parts.values():
             assert isinstance(part, ParquetPartition)
-            self._join(part)
+            self._parquet_file(part)
         return super().finish(parts, as_bytes)
 
     # --- files ---------------------------------------------------------------------------
@@ -159,82 +157,66 @@ class ParquetWriter(CsvWriter):
         self._files += 1
         return ParquetPartition(self.folder / f"{self.table.name}-{self._files}.parquet")
 
-    def _flush_pending(
-        self, parts: Partitions, pending: dict[Any, list[pa.RecordBatch]], keep: int | None
-    ) -> int:
-        """Write pending rows out, fullest partitions first, until at most ``keep`` bytes stay
-        (all of them when ``keep`` is None); return the bytes still pending."""
-        sizes = {key: sum(b.nbytes for b in chunks) for key, chunks in pending.items()}
+    def _spill(
+        self,
+        parts: Partitions,
+        pending: dict[Any, list[Sequence[Any]]],
+        sizes: dict[Any, float],
+        keep: int | None,
+    ) -> None:
+        """Append pending rows to their spill files, fullest partitions first, until at most
+        ``keep`` bytes stay pending (none when ``keep`` is None)."""
         left = sum(sizes.values())
         for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
             if keep is not None and left <= keep:
                 break
-            self._write(key, parts[key], pending.pop(key))
-            left -= sizes[key]
-        return left
+            left -= sizes.pop(key)
+            part = parts[key]
+            assert isinstance(part, ParquetPartition)
+            spill = part.path.with_suffix(".rows")
+            with open(spill, "ab") as f:
+                pickle.dump(pending.pop(key), f, protocol=pickle.HIGHEST_PROTOCOL)
+            if spill not in part.spills:
+                part.spills.append(spill)
 
-    def _write(self, key: Any, part: PartitionFile, chunks: list[pa.RecordBatch]) -> None:
-        """Append rows to the partition's open segment as one row group (opening one if needed)."""
-        assert isinstance(part, ParquetPartition)
-        writer = self._open.get(key)
-        if writer is None:
-            if len(self._open) >= OPEN_WRITERS:
-                _, oldest = self._open.popitem(last=False)
-                oldest.close()
-            self._segments += 1
-            segment = self.folder / f"{self.table.name}-segment-{self._segments}.parquet"
-            writer = self._open[key] = self._parquet_writer(segment)
-            part.segments.append(segment)
-        else:
-            self._open.move_to_end(key)
-        writer.write_table(pa.Table.from_batches(chunks, self.schema))
+    def _parquet_file(self, part: ParquetPartition) -> None:
+        """Write ``part.path`` from the partition's spills, in row groups of about the pending
+        budget (converted to typed columns a row group at a time); the spills are removed."""
+        budget = csv_writer.PENDING_BYTES
+        with pq.ParquetWriter(part.path, self.schema, compression=COMPRESSION) as out:
+            group: list[Sequence[Any]] = []
+            size = 0
+            for path in part.spills:
+                with open(path, "rb") as f:
+                    while True:
+                        start = f.tell()
+                        try:
+                            group.extend(pickle.load(f))
+                        except EOFError:
+                            break
+                        size += f.tell() - start
+                        if size >= budget:
+                            self._write_group(out, part, group)
+                            group, size = [], 0
+            if group or not part.spills:  # no rows at all: the file holds the schema alone
+                self._write_group(out, part, group)
+        for path in part.spills:
+            path.unlink(missing_ok=True)
+        part.spills = []
 
-    def _parquet_writer(self, path: Path) -> pq.ParquetWriter:
-        return pq.ParquetWriter(path, self.schema, compression=COMPRESSION)
+    def _write_group(
+        self, out: pq.ParquetWriter, part: PartitionFile, rows: list[Sequence[Any]]
+    ) -> None:
+        """One row group of typed columns; its zero dates are counted for the partition."""
+        record, zero_dates = self._record_batch(rows)
+        part.zero_dates += zero_dates
+        out.write_batch(record)
 
-    def _close_writers(self) -> None:
-        while self._open:
-            _, writer = self._open.popitem()
-            writer.close()
-
-    def _join(self, part: ParquetPartition) -> None:
-        """Make ``part.path`` the partition's one file: its segments' row groups, in order."""
-        if len(part.segments) == 1:
-            os.replace(part.segments[0], part.path)
-        else:
-            with self._parquet_writer(part.path) as out:
-                for segment in part.segments:  # none: a table without rows, schema only
-                    source = pq.ParquetFile(segment)
-                    for i in range(source.num_row_groups):
-                        out.write_table(source.read_row_group(i))
-                    source.close()
-                    segment.unlink()
-        part.segments = []
-
-    # --- values --------------------------------------------------------------------------
-
-    def _record_batch(self, batch: Batch, rows: int) -> tuple[pa.RecordBatch, list[int] | None]:
-        """A batch as typed columns, and each row's zero dates (None when there are none)."""
-        columns = self._source_columns(batch, rows)
-        arrays = []
-        zeros: pa.Array | None = None
-        for f, index in self._columns:
-            if index is None:
-                values: Sequence[Any] = [f.value] * rows
-                array, _ = self._typed(f, pa.array(values, pa.string()))
-            else:
-                array, zero = self._typed(f, columns[index])
-                if zero is not None:
-                    counts = pc.cast(zero, pa.int64())
-                    zeros = counts if zeros is None else pc.add(zeros, counts)
-            arrays.append(array)
-        record = pa.RecordBatch.from_arrays(arrays, schema=self.schema)
-        return record, None if zeros is None else zeros.to_pylist()
-
-    def _source_columns(self, batch: Batch, rows: int) -> list[pa.Array]:
-        """The batch's values as one Arrow array per non-constant file column."""
-        n = self._values
+    def _rows(self, batch: Batch, rows: int) -> tuple[list[Sequence[Any]], int]:
+        """The rows of a batch as lists of source values (None for NULL), and about how many
+        bytes they hold (for the pending budget)."""
         if isinstance(batch, PackedRows):
+            n = self._values
             # Every value behind a value mark (a NULL as the NULL mark alone), rows run together.
             flat = (
                 batch.data.translate(None, _DELETE)
@@ -242,17 +224,26 @@ class ParquetWriter(CsvWriter):
                 .split(VALUE_MARK)[1:]
             )
             if len(flat) != rows * n:  # cannot happen for well-formed data: the slow way then
-                return self._source_columns(unpack(batch.data), rows)
-            null = pa.scalar(NULL_MARK, pa.binary())
-            out = []
-            for j in range(n):
-                column = pa.array(flat[j::n], pa.binary())
-                out.append(pc.if_else(pc.equal(column, null), pa.nulls(rows, pa.binary()), column))
-            return out
-        out = []
-        for j, (f, _) in enumerate(c for c in self._columns if c[1] is not None):
-            out.append(_to_arrow([row[j] for row in batch], f.type))
-        return out
+                return self._rows(unpack(batch.data), rows)
+            values = [None if v == NULL_MARK else v for v in flat]
+            return [values[i : i + n] for i in range(0, len(values), n)], len(batch.data)
+        size = sum(len(v) for row in batch for v in row if isinstance(v, (bytes, str)))
+        return list(batch), size
+
+    def _record_batch(self, rows: list[Sequence[Any]]) -> tuple[pa.RecordBatch, int]:
+        """Rows of source values as typed columns, and how many zero dates they held."""
+        arrays = []
+        zero_dates = 0
+        for f, index in self._columns:
+            if index is None:
+                values: Sequence[Any] = [f.value] * len(rows)
+                array, _ = self._typed(f, pa.array(values, pa.string()))
+            else:
+                array, zero = self._typed(f, _to_arrow([row[index] for row in rows], f.type))
+                if zero is not None:
+                    zero_dates += pc.sum(pc.cast(zero, pa.int64())).as_py() or 0
+            arrays.append(array)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema), zero_dates
 
     def _typed(self, f: FieldSettings, column: pa.Array) -> tuple[pa.Array, pa.Array | None]:
         """A column of source text (or binary) as its Parquet type; zero dates as NULL, with
