@@ -34,8 +34,9 @@ from panorama_elt.rows import NULL_MARK, PAD_MARK, ROW_MARK, VALUE_MARK, Batch, 
 from panorama_elt.settings import FieldSettings, TableSettings
 from panorama_elt.writer import CsvWriter, PartitionFile, Partitions
 
-# zstd at its default level: about a third smaller than snappy on the Open edX tables at the
-# same writing time (README, Performance); Athena, DuckDB and Spark all read it.
+# zstd at its default level: the size-b studentmodule files take 39.3 MB against snappy's 54.5
+# MB (28% less) for 1.76 s of writing against 1.51 s (README, Performance); Athena, DuckDB and
+# Spark all read it.
 COMPRESSION = "zstd"
 _DELETE = ROW_MARK + PAD_MARK
 

@@ -13,6 +13,10 @@ Each repetition (BENCH_REPEAT, default 3) runs, per size and in this order:
   incremental   extract-and-load --all after touching 3% of the studentmodule rows, all in 10%
                 of the courses (every other row's `modified` lies far in the past)
   full aws      extract-and-load --all --force into a moto server (BENCH_AWS=0 skips it)
+  full parquet  the same full run into a local datalake with file_format: parquet, then three
+                dashboard queries over the typed views of both lakes, each in a fresh process
+                (cold DuckDB; the OS page cache may hold the files): time and bytes read
+                (BENCH_PARQUET=0 skips it)
   baseline ...  full and incremental of another revision (BENCH_BASELINE=<git rev>, off by default)
 
 Measured: wall seconds, rows/s, peak RSS of the largest process (wait4's ru_maxrss, what
