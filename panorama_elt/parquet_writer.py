@@ -5,12 +5,12 @@ reading processes (shards.py) do not know which format they write. Columns are t
 settings' MySQL types (see ``arrow_type``). Zero dates have no Parquet date or timestamp: they
 are written as NULL and counted, as the CSV typed views show them.
 
-Memory stays bounded as on the CSV path: converted rows wait in memory up to the same budget
-(writer.PENDING_BYTES, all partitions together), then the fullest partitions are appended to
-their spill files (a cheap append, unlike a Parquet row group, which would
-be tiny) as pickled rows of source values, in private temporary files. ``finish`` turns each
-partition's spills into its Parquet file, converting to typed columns one row group of about
-the same budget at a time (zero dates are counted then).
+Memory stays bounded as on the CSV path: rows of source values wait in memory up to the same
+budget (writer.PENDING_BYTES of values, all partitions together, whatever their number), then
+the fullest partitions are appended to their spill files in the private temp folder, as
+pickled rows (a cheap append; a Parquet row group per spill would be tiny, and slow to write).
+``finish`` turns each partition's spills into its Parquet file, converting to typed columns one
+row group of about the same budget at a time (zero dates are counted then).
 """
 
 from __future__ import annotations
