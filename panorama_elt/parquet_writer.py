@@ -95,9 +95,11 @@ class ParquetWriter(CsvWriter):
             self._columns.append((f, None if f.constant else index))
             index += 0 if f.constant else 1
         self._values = index
+        self._as_bytes = False  # set by write_scan, for the conversion in finish
 
     def write_scan(self, batches: Iterable[Batch], as_bytes: bool) -> Partitions:
         """Sort the rows of a scan into spill files, one per partition."""
+        self._as_bytes = as_bytes
         parts: Partitions = {}
         if self._key_length == 0:
             parts[()] = self._new_file()
@@ -148,7 +150,6 @@ class ParquetWriter(CsvWriter):
     def finish(self, parts: Partitions, as_bytes: bool) -> list[tuple[Any, Any]]:
         """Write each partition's Parquet file from its spills, then list them as CsvWriter does."""
         for part in parts.values():
-            assert isinstance(part, ParquetPartition)
             self._parquet_file(part)
         return super().finish(parts, as_bytes)
 
@@ -180,9 +181,10 @@ class ParquetWriter(CsvWriter):
             if spill not in part.spills:
                 part.spills.append(spill)
 
-    def _parquet_file(self, part: ParquetPartition) -> None:
+    def _parquet_file(self, part: PartitionFile) -> None:
         """Write ``part.path`` from the partition's spills, in row groups of about the pending
         budget (converted to typed columns a row group at a time); the spills are removed."""
+        assert isinstance(part, ParquetPartition)
         budget = csv_writer.PENDING_BYTES
         with pq.ParquetWriter(part.path, self.schema, compression=COMPRESSION) as out:
             group: list[Sequence[Any]] = []
@@ -235,12 +237,13 @@ class ParquetWriter(CsvWriter):
         """Rows of source values as typed columns, and how many zero dates they held."""
         arrays = []
         zero_dates = 0
+        columns = list(zip(*rows, strict=True)) if rows else [()] * self._values
         for f, index in self._columns:
             if index is None:
                 values: Sequence[Any] = [f.value] * len(rows)
                 array, _ = self._typed(f, pa.array(values, pa.string()))
             else:
-                array, zero = self._typed(f, _to_arrow([row[index] for row in rows], f.type))
+                array, zero = self._typed(f, _to_arrow(columns[index], f.type, self._as_bytes))
                 if zero is not None:
                     zero_dates += pc.sum(pc.cast(zero, pa.int64())).as_py() or 0
             arrays.append(array)
@@ -273,8 +276,9 @@ class ParquetWriter(CsvWriter):
             ) from None
 
 
-def _to_arrow(values: list[Any], ctype: ColumnType) -> pa.Array:
-    """One column of a list batch (bytes, text or Python values; None for NULL) as Arrow."""
+def _to_arrow(values: Sequence[Any], ctype: ColumnType, as_bytes: bool) -> pa.Array:
+    """One column of source values (bytes, text or Python values; None for NULL) as Arrow;
+    ``as_bytes``: every value is bytes or None (see Extraction)."""
     kind = ctype.kind
     if kind == "bit":
         numbers = [None if v is None else _bit_number(v) for v in values]
@@ -286,6 +290,8 @@ def _to_arrow(values: list[Any], ctype: ColumnType) -> pa.Array:
             [v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v for v in values],
             pa.binary(),
         )
+    if as_bytes:
+        return pa.array(values, pa.binary())
     # Text as UTF-8 bytes (a lone surrogate stays invalid, and the cast to text names it).
     return pa.array(
         [
