@@ -48,9 +48,20 @@ def folder_of(
 
 
 def object_key(table: TableSettings, datalake: DatalakeSettings, values: Sequence[str]) -> str:
-    """The key of the one CSV file of a partition (or of the whole table)."""
-    suffix = ".csv.gz" if datalake.compression == "gzip" else ".csv"
-    return f"{partition_folder(table, datalake, values)}/{table.name}{suffix}"
+    """The key of the one file of a partition (or of the whole table)."""
+    return f"{partition_folder(table, datalake, values)}/{table.name}{file_suffix(datalake)}"
+
+
+def file_suffix(datalake: DatalakeSettings) -> str:
+    """.parquet, .csv.gz or .csv: what the datalake's files end with."""
+    if datalake.file_format == "parquet":
+        return ".parquet"
+    return ".csv.gz" if datalake.compression == "gzip" else ".csv"
+
+
+def format_of_file(name: str) -> str:
+    """The file format (csv or parquet) of a file name the writers produced."""
+    return "parquet" if name.endswith(".parquet") else "csv"
 
 
 def other_suffix(key: str) -> str:

@@ -15,11 +15,11 @@ from panorama_elt.datasources import make_datasource
 from panorama_elt.datasources.base import Datasource
 from panorama_elt.encoding import encode_value
 from panorama_elt.errors import PanoramaError, failure_line, is_expected, log_failure
+from panorama_elt.file_formats import writer_class
 from panorama_elt.paths import base_values, state_key
 from panorama_elt.progress import Progress
 from panorama_elt.settings import Settings, TableSettings
 from panorama_elt.shards import ShardProcesses
-from panorama_elt.writer import CsvWriter
 
 log = logging.getLogger("panorama_elt")
 
@@ -109,6 +109,14 @@ class Runner:
                 f"{table.name}: the catalog holds partitions of another layout (the partition "
                 f"fields changed); run create-datalake-tables --tables {table.name} first"
             )
+        other_formats = lake.file_formats(table) - {lake.settings.file_format}
+        if other_formats:
+            raise PanoramaError(
+                f"{table.name}: the catalog holds {', '.join(sorted(other_formats))} files and "
+                f"datalake.file_format is {lake.settings.file_format}; run "
+                f"create-datalake-tables --tables {table.name} first (it replaces this "
+                "installation's partitions)"
+            )
         # Nothing of this installation registered (first run, after drop-datalake-tables or
         # a layout change): no stored mark describes the datalake, so everything is read.
         force = force or not any(p[: len(base)] == base for p in registered)
@@ -127,12 +135,13 @@ class Runner:
         progress = Progress(table.name)
         with tempfile.TemporaryDirectory(prefix="panorama-") as tmp:
             folder = Path(tmp)
-            writer = CsvWriter(table, folder, lake.settings.compression, progress)
+            writer_type = writer_class(lake.settings)
+            writer = writer_type(table, folder, lake.settings.compression, progress)
             try:
                 # Rows come in any partition order: every file is complete at the end of the
                 # scans, and the uploads then run side by side where the lake allows.
                 with ShardProcesses(
-                    extraction.shards, table, folder, extraction.as_bytes, progress
+                    extraction.shards, table, folder, extraction.as_bytes, progress, writer_type
                 ) as shards:
                     parts = writer.write_scan(extraction.batches, extraction.as_bytes)
                     for others in shards.results():

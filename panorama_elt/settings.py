@@ -51,6 +51,7 @@ _DATALAKE_KEYS = (
     "base_partitions",
     "compression",
     "views_folder",
+    "file_format",
 )
 _TABLE_KEYS = ("name", "datalake_table_name", "datalake_table_view", "partitions", "fields")
 _PARTITION_KEYS = ("partition_fields", "timestamp_field", "interval")
@@ -178,6 +179,8 @@ class DatalakeSettings:
     aws_max_attempts: int = 10
     compression: str | None = None
     views_folder: Path | None = None  # the installation's own views (*.sql), made after ours
+    # csv (OpenCSVSerde text, the original's layout) or parquet (typed columns); see file_formats.
+    file_format: str = "csv"
 
 
 @dataclass(frozen=True)
@@ -355,6 +358,7 @@ class _SettingsChecker(Checker):
         compression = self.text(d, "compression", path)
         if compression not in (None, "gzip", "none"):
             self.fail(join(path, "compression"), f"must be gzip or none, got {compression!r}")
+        file_format = self.file_format(d, path, compression)
         specific: dict[str, Any] = {}
         for block in plugin.blocks:
             specific.update(block.parse(self, d, path))
@@ -367,8 +371,22 @@ class _SettingsChecker(Checker):
             ),
             compression=None if compression in (None, "none") else compression,
             views_folder=self.local_path(self.text(d, "views_folder", path)),
+            file_format=file_format,
             **specific,
         )
+
+    def file_format(self, d: Mapping[str, Any], path: str, compression: str | None) -> str:
+        """``file_format``: csv (default) or parquet; gzip is for CSV files only."""
+        file_format = self.text(d, "file_format", path) or "csv"
+        if file_format not in ("csv", "parquet"):
+            self.fail(join(path, "file_format"), f"must be csv or parquet, got {file_format!r}")
+        elif file_format == "parquet" and compression == "gzip":
+            self.fail(
+                join(path, "compression"),
+                "gzip applies to csv files; parquet files are compressed inside (zstd): "
+                "remove compression or set it to none",
+            )
+        return file_format
 
     def plugin_settings(
         self,

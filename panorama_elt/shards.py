@@ -61,8 +61,10 @@ class ShardProcesses:
         folder: Path,
         as_bytes: bool,
         progress: Callable[[int], None] | None = None,
+        writer: type[CsvWriter] = CsvWriter,
     ) -> None:
         self.shards = shards
+        self.writer = writer
         self.table = table
         self.folder = folder
         self.as_bytes = as_bytes
@@ -74,7 +76,7 @@ class ShardProcesses:
             folder = self.folder / f"shard-{n}"
             folder.mkdir()
             self._running.append(
-                _Child.start(shard, self.table, folder, self.as_bytes, self.progress)
+                _Child.start(shard, self.table, folder, self.as_bytes, self.progress, self.writer)
             )
         return self
 
@@ -108,6 +110,7 @@ class _Child:
         folder: Path,
         as_bytes: bool,
         progress: Callable[[int], None] | None,
+        writer: type[CsvWriter],
     ) -> _Child:
         stderr = folder / "stderr.log"
         with open(stderr, "wb") as err:
@@ -120,7 +123,7 @@ class _Child:
         child = cls(process, stderr)
         assert process.stdin is not None and process.stdout is not None
         with process.stdin:
-            pickle.dump((shard, table, folder, as_bytes, os.getpid()), process.stdin)
+            pickle.dump((shard, table, folder, as_bytes, os.getpid(), writer), process.stdin)
         process.stdin = None  # closed
         child.reader = threading.Thread(
             target=child._read, args=(process.stdout, progress), daemon=True
@@ -195,12 +198,12 @@ def main() -> None:
     parent = 0
     batches = None
     try:
-        shard, table, folder, as_bytes, parent = pickle.load(sys.stdin.buffer)
+        shard, table, folder, as_bytes, parent, writer = pickle.load(sys.stdin.buffer)
         _die_with(parent)
 
         progress = _Progress(out)
         batches = shard()
-        parts = CsvWriter(table, folder, progress=progress).write_scan(batches, as_bytes)
+        parts = writer(table, folder, progress=progress).write_scan(batches, as_bytes)
         progress.flush()
         result: tuple[str, Any] = ("ok", parts)
     except _ParentGone:

@@ -61,6 +61,18 @@ def column_sql(column: str, ctype: ColumnType, dialect: str) -> str:
     return f"CAST({value} AS {view_type})"
 
 
+def typed_column_sql(column: str, ctype: ColumnType, dialect: str) -> str:
+    """The expression over a raw column that already holds its type (a Parquet file column).
+
+    On Athena a DATETIME column is declared bigint in Glue (its microseconds since 1970, see
+    datalakes/aws.py): Athena reads Parquet timestamps of Hive tables to milliseconds only.
+    """
+    ref = quote_name(column)
+    if ctype.kind == "datetime" and dialect == "athena":
+        return f"CAST(from_unixtime_nanos(CAST({ref} AS DECIMAL(38,0)) * 1000) AS TIMESTAMP(6))"
+    return f"CAST({ref} AS {ctype.view_type})"
+
+
 def create_view_sql(
     table: TableSettings, datalake: DatalakeSettings, dialect: str, raw_ref: str | None = None
 ) -> str:
@@ -75,8 +87,11 @@ def create_view_sql(
         qualifier = raw_ref[: -len(name)] if raw_ref and raw_ref.endswith(name) else ""
         return edfi_view_sql(table, datalake, dialect, qualifier)
     raw_ref = raw_ref or quote_name(table.datalake_table_name)
+    # Partition values are encoded text in either format; Parquet file columns are typed.
+    typed = {f.name for f in table.file_fields} if datalake.file_format == "parquet" else set()
     select = ",\n  ".join(
-        f"{column_sql(c.name, c.type, dialect)} AS {quote_name(c.name)}"
+        f"{typed_column_sql(c.name, c.type, dialect) if c.name in typed else column_sql(c.name, c.type, dialect)}"
+        f" AS {quote_name(c.name)}"
         for c in view_columns(table, datalake)
     )
     return (

@@ -13,6 +13,10 @@ Each repetition (BENCH_REPEAT, default 3) runs, per size and in this order:
   incremental   extract-and-load --all after touching 3% of the studentmodule rows, all in 10%
                 of the courses (every other row's `modified` lies far in the past)
   full aws      extract-and-load --all --force into a moto server (BENCH_AWS=0 skips it)
+  full parquet  the same full run into a local datalake with file_format: parquet, then three
+                dashboard queries over the typed views of both lakes, each in a fresh process
+                (cold DuckDB; the OS page cache may hold the files): time and bytes read
+                (BENCH_PARQUET=0 skips it)
   baseline ...  full and incremental of another revision (BENCH_BASELINE=<git rev>, off by default)
 
 Measured: wall seconds, rows/s, peak RSS of the largest process (wait4's ru_maxrss, what
@@ -260,7 +264,9 @@ def source_counts(database: str) -> dict[str, Any]:
 # --- settings and runs ---------------------------------------------------------------------
 
 
-def write_settings(size: str, folder: Path, aws_endpoint: str | None = None) -> Path:
+def write_settings(
+    size: str, folder: Path, aws_endpoint: str | None = None, file_format: str = "csv"
+) -> Path:
     """The shipped template, mysql datasource only, pointed at bench_<size> and a datalake."""
     data = yaml.safe_load(TEMPLATE.read_text())
     if aws_endpoint:
@@ -279,6 +285,9 @@ def write_settings(size: str, folder: Path, aws_endpoint: str | None = None) -> 
         }
     else:
         data["datalake"]["path"] = str(folder / "lake")
+    if file_format != "csv":
+        data["datalake"]["file_format"] = file_format
+        data["datalake"].pop("compression", None)
     data["datasources"] = [ds for ds in data["datasources"] if ds["type"] == "mysql"]
     env = server_env()
     for ds in data["datasources"]:
@@ -569,6 +578,60 @@ def check_aws(name: str, endpoint: str, local: Run) -> None:
         )
 
 
+# --- CSV vs Parquet: dashboard queries over the typed views -----------------------------------
+
+# Three typical dashboard queries (the one-course query takes the first course).
+QUERIES = {
+    "avg grade per course": (
+        f'SELECT course_id, avg(grade / max_grade) FROM "openedx_table_{BIG}" '
+        "WHERE max_grade > 0 GROUP BY course_id"
+    ),
+    "enrollments per course, mode": (
+        'SELECT course_id, "mode", count(*) FROM "openedx_table_student_courseenrollment" '
+        'GROUP BY course_id, "mode"'
+    ),
+    "problems per learner, 1 course": (
+        f'SELECT student_id, count(*) FROM "openedx_table_{BIG}" WHERE course_id = ? '
+        "AND module_type = 'problem' AND grade IS NOT NULL GROUP BY student_id"
+    ),
+}
+# Run in a fresh process per query (cold: no DuckDB buffer cache; the OS page cache may hold
+# the files). Bytes read: the process's rchar (bytes its threads read) over the query alone.
+_QUERY = """
+import duckdb, json, sys, time
+def rchar():
+    with open("/proc/self/io") as f:
+        return int(next(l for l in f if l.startswith("rchar")).split()[1])
+db = duckdb.connect(sys.argv[1], read_only=True)
+params = [sys.argv[3]] if "?" in sys.argv[2] else []
+before, clock = rchar(), time.perf_counter()
+rows = db.execute(sys.argv[2], params).fetchall()
+print(json.dumps({"wall": time.perf_counter() - clock, "read": rchar() - before, "rows": len(rows)}))
+"""
+
+
+def run_queries(file_format: str, settings: Path, course: str) -> list[Run]:
+    """Each dashboard query, cold, over the lake of ``settings``."""
+    database = str(settings.parent / "lake" / "panorama.duckdb")
+    runs = []
+    for name, sql in QUERIES.items():
+        result = subprocess.run(
+            [str(PYTHON), "-c", _QUERY, database, sql, course],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        if result.returncode != 0:
+            raise BenchError(f"query {name!r} over {file_format}: {result.stderr[-2000:]}")
+        got = json.loads(result.stdout)
+        if not got["rows"]:
+            raise BenchError(f"query {name!r} over {file_format}: no rows")
+        runs.append(
+            Run(f"q {name} {file_format}", got["wall"], 0, 0, 0, 0, got["rows"], 0, got["read"])
+        )
+    return runs
+
+
 # --- moto ----------------------------------------------------------------------------------
 
 
@@ -658,6 +721,14 @@ def repetition(
     full = run_tool("full", settings, ["--all", "--force"], counter, logs)
     check_local("full", settings, source)
     runs.append(full)
+    if PARQUET:
+        course = sorted(source["by_course"])[0]
+        parquet = write_settings(size, folder / "parquet", file_format="parquet")
+        setup_lake(parquet, ROOT)
+        runs.append(run_tool("full parquet", parquet, ["--all", "--force"], counter, logs))
+        check_local("full parquet", parquet, source)
+        runs.extend(run_queries("csv", settings, course))
+        runs.extend(run_queries("parquet", parquet, course))
     if baseline is not None:
         old = write_settings(size, folder / "baseline")
         setup_lake(old, baseline)
@@ -728,7 +799,7 @@ def print_table(size: str, dataset: dict[str, Any], medians: dict[str, dict[str,
     print(header)
     floor = medians["floor"]["wall"]
     for name, m in medians.items():
-        if name == "floor":
+        if name == "floor" or name.startswith("q "):
             versus = ""
         elif name.startswith("incremental"):
             base = medians["full baseline" if "baseline" in name else "full"]["wall"]
@@ -783,6 +854,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "unit": unit,
             }
         )
+    if "full parquet" in m:
+        out.extend(format_targets(m, big))
     # Context for the incremental target: the same ratio for the raw dumps.
     out.append(
         {
@@ -802,6 +875,35 @@ def show(value: float, unit: str) -> str:
 
 
 REPEAT = int(os.environ.get("BENCH_REPEAT", "3"))
+# CSV vs Parquet side by side (BENCH_PARQUET=0 skips the Parquet lake and the queries).
+PARQUET = os.environ.get("BENCH_PARQUET", "1") != "0"
+TARGET_PARQUET_FULL_VS_CSV = 1.2
+
+
+def format_targets(m: dict[str, dict[str, Any]], size: str) -> list[dict[str, Any]]:
+    """Parquet against CSV, same data: smaller lake, faster queries, full run within 1.2x and
+    memory within the bound."""
+    checks = [
+        ("parquet / csv lake bytes", m["full parquet"]["bytes"] / m["full"]["bytes"], 1.0),
+        ("parquet / csv full run", m["full parquet"]["wall"] / m["full"]["wall"], 1.2),
+        ("parquet peak RSS (MiB)", m["full parquet"]["max_rss"] / 2**20, TARGET_RSS_MIB),
+        ("parquet / csv peak RSS", m["full parquet"]["max_rss"] / m["full"]["max_rss"], None),
+    ]
+    for name in QUERIES:
+        csv, parquet = m[f"q {name} csv"], m[f"q {name} parquet"]
+        checks.append((f"{name}: time p/c", parquet["wall"] / csv["wall"], 1.0))
+        checks.append((f"{name}: read p/c", parquet["bytes"] / csv["bytes"], None))
+    return [
+        {
+            "target": name,
+            "size": size,
+            "value": value,
+            "limit": limit,
+            "met": None if limit is None else value <= limit,
+            "unit": "" if "MiB" in name else "x",
+        }
+        for name, value, limit in checks
+    ]
 
 
 def main() -> int:

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from moto import mock_aws
 
@@ -17,6 +19,7 @@ from panorama_elt.column_types import parse_column_type
 from panorama_elt.datalakes import make_datalake
 from panorama_elt.datalakes.base import Datalake, PartitionValues
 from panorama_elt.errors import DatalakeError
+from panorama_elt.file_formats import writer_class
 from panorama_elt.rows import batched
 from panorama_elt.settings import (
     BasePartition,
@@ -24,7 +27,6 @@ from panorama_elt.settings import (
     FieldSettings,
     TableSettings,
 )
-from panorama_elt.writer import CsvWriter
 from tests.builders import studentmodule
 
 LMS = "lms.example.com"
@@ -32,8 +34,9 @@ BUCKET = "panorama-contract"
 COURSES = ["course-v1:Org+Code+Run", "course-v1:Org+Other+2024_T1", "a/b=c%d"]
 
 
-def lake_settings(kind: str, path: Path) -> DatalakeSettings:
+def lake_settings(kind: str, path: Path, file_format: str = "csv") -> DatalakeSettings:
     return DatalakeSettings(
+        file_format=file_format,
         type=kind,
         base_prefix="openedx",
         database="panorama",
@@ -65,7 +68,8 @@ class Lake:
         folder = Path(tempfile.mkdtemp(dir=self.tmp))
         key = ["p"] * len(table.partition_fields)
         rows_with_key = [[*key, *row] for row in rows]
-        ((_, written),) = CsvWriter(table, folder).write(batched(rows_with_key), as_bytes=False)
+        writer = writer_class(self.lake.settings)(table, folder)
+        ((_, written),) = writer.write(batched(rows_with_key), as_bytes=False)
         return written.path
 
     def put(self, table: TableSettings, values: PartitionValues, rows: list[Any]) -> str:
@@ -74,12 +78,14 @@ class Lake:
         return key
 
 
-@pytest.fixture(params=["local", "aws"])
+@pytest.fixture(params=["local", "aws", "local-parquet", "aws-parquet"])
 def datalake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lake]:
     work = tmp_path / "work"
     work.mkdir()
-    if request.param == "local":
-        lake = make_datalake(lake_settings("local", tmp_path / "lake"))
+    kind, _, file_format = request.param.partition("-")
+    file_format = file_format or "csv"
+    if kind == "local":
+        lake = make_datalake(lake_settings("local", tmp_path / "lake", file_format))
         root = tmp_path / "lake"
 
         def read_local(key: str) -> bytes | None:
@@ -95,7 +101,7 @@ def datalake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lake]:
         boto3.client("glue", region_name="us-east-1").create_database(
             DatabaseInput={"Name": "panorama"}
         )
-        lake = make_datalake(lake_settings("aws", tmp_path))
+        lake = make_datalake(lake_settings("aws", tmp_path, file_format))
 
         def read_s3(key: str) -> bytes | None:
             try:
@@ -169,13 +175,18 @@ def test_table_without_partition_keys(datalake: Lake) -> None:
         table = unpartitioned()
         lake.create_table(table)
         key = lake.key(table, ())
-        assert key == "openedx/plain/plain.csv"
+        assert key == f"openedx/plain/plain.{settings.file_format}"
         lake.upload(datalake.file(table, [(1,), (2,)]), key)
         lake.add_partitions(table, [()])
         assert lake.partitions(table) == {()}
         lake.add_partitions(table, [()])
         assert lake.partitions(table) == {()}
-        assert datalake.read(key) == b'"id"\n"1"\n"2"\n'
+        data = datalake.read(key)
+        assert data is not None
+        if settings.file_format == "csv":
+            assert data == b'"id"\n"1"\n"2"\n'
+        else:
+            assert pq.read_table(pa.BufferReader(data)).to_pylist() == [{"id": 1}, {"id": 2}]
     finally:
         lake.close()
 
@@ -242,6 +253,29 @@ def test_changed_partition_fields_drop_the_old_layout(datalake: Lake) -> None:
     datalake.lake.create_table(partitioned)
     assert datalake.lake.partitions(partitioned) == set()
     assert datalake.read(old_key) is None
+
+
+def test_file_format_switch_drops_the_old_files(datalake: Lake) -> None:
+    """create_table with the other file_format unregisters and deletes this installation's files."""
+    table = studentmodule()
+    datalake.lake.create_table(table)
+    old_key = datalake.put(table, values(COURSES[0]), [row(1)])
+    datalake.lake.add_partitions(table, [values(COURSES[0])])
+    other = "parquet" if datalake.lake.settings.file_format == "csv" else "csv"
+    switched = type(datalake.lake)(replace(datalake.lake.settings, file_format=other))
+    try:
+        assert switched.file_formats(table) == {datalake.lake.settings.file_format}
+        switched.create_table(table)
+        assert switched.partitions(table) == set()
+        assert datalake.read(old_key) is None
+        new = Lake(switched, datalake.read, datalake.tmp)
+        new_key = new.put(table, values(COURSES[0]), [row(2)])
+        switched.add_partitions(table, [values(COURSES[0])])
+        assert switched.partitions(table) == {values(COURSES[0])}
+        assert switched.file_formats(table) == {other}
+        assert datalake.read(new_key) is not None
+    finally:
+        switched.close()
 
 
 def test_layout_change_refused_while_another_installation_uses_it(datalake: Lake) -> None:

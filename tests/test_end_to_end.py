@@ -86,10 +86,22 @@ def assert_same_rows(
     assert sorted(expected, key=repr) == sorted(actual, key=repr)
 
 
+# Every file_format must give the same typed views.
+FORMATS = pytest.mark.parametrize("file_format", ["csv", "parquet"])
+
+
 @pytest.fixture
 def openedx_settings(tmp_path: Path, mysql_server: dict[str, Any], openedx_db: str) -> Path:
+    """The template's tables into a CSV lake."""
+    return openedx_settings_file(tmp_path, mysql_server, openedx_db, "csv")
+
+
+def openedx_settings_file(
+    tmp_path: Path, mysql_server: dict[str, Any], openedx_db: str, file_format: str
+) -> Path:
     source = mysql_source(mysql_server, openedx_db, template_tables(), name="openedx_mysql")
-    return write_settings(tmp_path / "settings.yaml", local_datalake(tmp_path / "lake"), [source])
+    lake = local_datalake(tmp_path / "lake", file_format=file_format)
+    return write_settings(tmp_path / "settings.yaml", lake, [source])
 
 
 def full_load(settings_file: Path) -> Settings:
@@ -113,9 +125,11 @@ def results(settings_file: Path) -> dict[str, dict[str, Any]]:
     return {t["table"]: t for t in document["tables"]}
 
 
+@FORMATS
 def test_every_openedx_table_round_trips(
-    openedx_settings: Path, mysql_server: dict[str, Any], openedx_db: str
+    tmp_path: Path, mysql_server: dict[str, Any], openedx_db: str, file_format: str
 ) -> None:
+    openedx_settings = openedx_settings_file(tmp_path, mysql_server, openedx_db, file_format)
     settings = full_load(openedx_settings)
     counts = {}
     for table in settings.tables:
@@ -148,9 +162,11 @@ def test_opencsv_reader_agrees_with_duckdb_on_every_file(openedx_settings: Path)
         assert serde == [list(r) for r in duck], path
 
 
+@FORMATS
 def test_state_json_parses_identically(
-    openedx_settings: Path, mysql_server: dict[str, Any], openedx_db: str
+    tmp_path: Path, mysql_server: dict[str, Any], openedx_db: str, file_format: str
 ) -> None:
+    openedx_settings = openedx_settings_file(tmp_path, mysql_server, openedx_db, file_format)
     settings = full_load(openedx_settings)
     table = next(t for t in settings.tables if t.name == "courseware_studentmodule")
     lake = settings.datalake
@@ -199,19 +215,22 @@ def own_openedx_db(mysql_server: dict[str, Any], scratch_db: str) -> str:
     return scratch_db
 
 
-def studentmodule_settings(tmp_path: Path, server: dict[str, Any], database: str) -> Path:
+def studentmodule_settings(
+    tmp_path: Path, server: dict[str, Any], database: str, file_format: str = "csv"
+) -> Path:
     tables = [t for t in template_tables() if t["name"] == "courseware_studentmodule"]
     return write_settings(
         tmp_path / "settings.yaml",
-        local_datalake(tmp_path / "lake"),
+        local_datalake(tmp_path / "lake", file_format=file_format),
         [mysql_source(server, database, tables)],
     )
 
 
+@FORMATS
 def test_incremental_run_rewrites_only_changed_partitions(
-    tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str
+    tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str, file_format: str
 ) -> None:
-    settings_file = studentmodule_settings(tmp_path, mysql_server, own_openedx_db)
+    settings_file = studentmodule_settings(tmp_path, mysql_server, own_openedx_db, file_format)
     settings = full_load(settings_file)
     table = settings.tables[0]
     courses = courses_of(mysql_server, own_openedx_db)
@@ -236,10 +255,11 @@ def test_incremental_run_rewrites_only_changed_partitions(
     assert results(settings_file)["courseware_studentmodule"]["partitions_written"] == 2
 
 
+@FORMATS
 def test_skipped_runs_are_caught_up_from_the_mark(
-    tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str
+    tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str, file_format: str
 ) -> None:
-    settings_file = studentmodule_settings(tmp_path, mysql_server, own_openedx_db)
+    settings_file = studentmodule_settings(tmp_path, mysql_server, own_openedx_db, file_format)
     settings = full_load(settings_file)
     table = settings.tables[0]
     # The last successful run was 6 hours ago; a change 4 hours ago is older than the 2 hour
@@ -262,16 +282,17 @@ def test_skipped_runs_are_caught_up_from_the_mark(
     assert json.loads(mark_file.read_text())["mark"] > six_hours_ago
 
 
+@FORMATS
 def test_force_removes_deleted_courses_of_this_lms_only(
-    tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str
+    tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str, file_format: str
 ) -> None:
-    settings_file = studentmodule_settings(tmp_path, mysql_server, own_openedx_db)
+    settings_file = studentmodule_settings(tmp_path, mysql_server, own_openedx_db, file_format)
     settings = full_load(settings_file)
     table = settings.tables[0]
     # A second installation feeds the same datalake.
     other = write_settings(
         tmp_path / "other.yaml",
-        local_datalake(tmp_path / "lake", lms="other.example.com"),
+        local_datalake(tmp_path / "lake", lms="other.example.com", file_format=file_format),
         [
             mysql_source(
                 mysql_server,
@@ -303,7 +324,7 @@ def test_force_removes_deleted_courses_of_this_lms_only(
     folders = {
         p.parent.name
         for p in settings.datalake.path.glob(
-            "openedx/courseware_studentmodule/lms=lms.example.com/*/*.csv"
+            f"openedx/courseware_studentmodule/lms=lms.example.com/*/*.{file_format}"
         )
     }
     assert len(folders) == len(courses_of(mysql_server, own_openedx_db))

@@ -206,10 +206,26 @@ def create_torture(server: dict[str, Any], database: str) -> None:
 
 @pytest.fixture
 def torture_settings(tmp_path: Path, mysql_server: dict[str, Any], scratch_db: str) -> Path:
+    """The torture table loaded into a CSV lake."""
+    return load_torture(tmp_path, mysql_server, scratch_db, "csv")
+
+
+@pytest.fixture(params=["csv", "parquet"])
+def any_torture_settings(
+    tmp_path: Path, mysql_server: dict[str, Any], scratch_db: str, request: pytest.FixtureRequest
+) -> Path:
+    """The torture table loaded into a lake of each file_format."""
+    return load_torture(tmp_path, mysql_server, scratch_db, request.param)
+
+
+def load_torture(
+    tmp_path: Path, mysql_server: dict[str, Any], scratch_db: str, file_format: str
+) -> Path:
     create_torture(mysql_server, scratch_db)
     # Only the name: the fields come from set-tables-fields, as a user would do it.
     source = mysql_source(mysql_server, scratch_db, [{"name": "torture"}])
-    settings = write_settings(tmp_path / "s.yaml", local_datalake(tmp_path / "lake"), [source])
+    lake = local_datalake(tmp_path / "lake", file_format=file_format)
+    settings = write_settings(tmp_path / "s.yaml", lake, [source])
     runner = CliRunner()
     for args in (
         ["set-tables-fields", "--all"],
@@ -231,8 +247,9 @@ def partition_by_part(settings: Path) -> None:
 
 
 def test_every_type_and_value_round_trips(
-    torture_settings: Path, mysql_server: dict[str, Any], scratch_db: str
+    any_torture_settings: Path, mysql_server: dict[str, Any], scratch_db: str
 ) -> None:
+    torture_settings = any_torture_settings
     settings = load_settings(torture_settings)
     table = settings.tables[0]
     assert [f.name for f in table.fields] == [c[0] for c in COLUMNS]
@@ -246,8 +263,9 @@ def test_every_type_and_value_round_trips(
 
 
 def test_partition_values_of_any_kind_round_trip(
-    torture_settings: Path, mysql_server: dict[str, Any], scratch_db: str
+    any_torture_settings: Path, mysql_server: dict[str, Any], scratch_db: str
 ) -> None:
+    torture_settings = any_torture_settings
     partition_by_part(torture_settings)
     runner = CliRunner()
     for args in (
@@ -265,7 +283,9 @@ def test_partition_values_of_any_kind_round_trip(
         source_rows(mysql_server, scratch_db, table), view_rows(settings, table), "torture"
     )
     lake = settings.datalake.path
-    folders = [p.parent for p in lake.rglob("torture.csv")]
+    name = f"torture.{settings.datalake.file_format}"
+    folders = [p.parent for p in lake.rglob(name)]
+    assert sorted(p.name for p in lake.rglob("torture.*")) == [name] * len(folders)
     assert len(folders) == len(set(PARTS))  # 'A', 'a' and 'a ' are three partitions
     table_root = (lake / "openedx" / "torture").resolve()
     for folder in folders:

@@ -19,6 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from panorama_elt.__about__ import __version__
+from panorama_elt.column_types import ColumnType
 from panorama_elt.datalakes.base import Datalake, PartitionValues
 from panorama_elt.errors import DatalakeError, one_line
 from panorama_elt.paths import (
@@ -69,6 +70,12 @@ STORAGE_KEYS = (
 )
 
 
+def _file_format(glue_table: dict[str, Any]) -> str:
+    """csv or parquet: the format of a Glue table (or partition), from its SerDe."""
+    serde = glue_table.get("StorageDescriptor", {}).get("SerdeInfo", {})
+    return "parquet" if serde.get("SerializationLibrary") == PARQUET_SERDE else "csv"
+
+
 def aws_reason(exc: BaseException) -> str:
     """The service's own error code and message (or botocore's text); never credentials."""
     if isinstance(exc, Boto3Error) and isinstance(exc.__context__, ClientError):
@@ -104,10 +111,14 @@ def chunks(items: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
         yield items[start : start + size]
 
 
+PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+
+
 def table_input(table: TableSettings, settings: DatalakeSettings) -> dict[str, Any]:
-    """The Glue TableInput of a raw table: all-string CSV columns read with OpenCSVSerde."""
+    """The Glue TableInput of a raw table: all-string CSV columns read with OpenCSVSerde, or
+    typed Parquet columns (``file_format: parquet``)."""
     location = f"s3://{settings.bucket}/{table_folder(table, settings)}/"
-    return {
+    spec: dict[str, Any] = {
         "Name": table.datalake_table_name,
         "Description": f"panorama-elt raw table of {table.datasource}.{table.name}",
         "TableType": "EXTERNAL_TABLE",
@@ -130,6 +141,37 @@ def table_input(table: TableSettings, settings: DatalakeSettings) -> dict[str, A
             },
         },
     }
+    if settings.file_format == "parquet":
+        spec["Parameters"] = {"EXTERNAL": "TRUE", "classification": "parquet"}
+        spec["StorageDescriptor"].update(
+            Columns=[
+                {"Name": f.name.lower(), "Type": hive_type(f.type)} for f in table.file_fields
+            ],
+            InputFormat="org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+            OutputFormat="org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+            SerdeInfo={
+                "SerializationLibrary": PARQUET_SERDE,
+                "Parameters": {"serialization.format": "1"},
+            },
+        )
+    return spec
+
+
+def hive_type(ctype: ColumnType) -> str:
+    """The Glue (Hive DDL) type of a Parquet file column (see parquet_writer.arrow_type).
+
+    DATETIME/TIMESTAMP columns are Parquet TIMESTAMP_MICROS declared ``bigint``: Athena reads
+    the timestamps of Hive tables to milliseconds only, and reads the same column declared
+    bigint as its microseconds since 1970, which the typed view turns into TIMESTAMP(6).
+    """
+    view_type = ctype.view_type
+    if ctype.kind == "datetime":
+        return "bigint"
+    if view_type in ("BIGINT", "DOUBLE", "DATE") or view_type.startswith("DECIMAL("):
+        return view_type.lower()
+    if view_type == "VARBINARY":
+        return "binary"
+    return "string"
 
 
 class AwsDatalake(Datalake):
@@ -239,7 +281,13 @@ class AwsDatalake(Datalake):
         An S3 object is replaced atomically: readers see the old file or the new one. The
         local file is removed once uploaded, as the local datalake moves it.
         """
-        content_type = "application/gzip" if key.endswith(".gz") else "text/csv"
+        content_type = (
+            "application/gzip"
+            if key.endswith(".gz")
+            else "application/vnd.apache.parquet"
+            if key.endswith(".parquet")
+            else "text/csv"
+        )
         what = f"upload of s3://{self.bucket}/{key}"
         with aws_errors(what):
             try:
@@ -325,7 +373,9 @@ class AwsDatalake(Datalake):
                     DatabaseName=self.settings.database, Name=table.datalake_table_name
                 )["Table"]
             old_names = [k["Name"] for k in existing.get("PartitionKeys", [])]
-            same_layout = old_names == [k["Name"] for k in spec["PartitionKeys"]]
+            same_layout = old_names == [k["Name"] for k in spec["PartitionKeys"]] and (
+                _file_format(existing) == self.settings.file_format
+            )
             if not same_layout:
                 self._drop_other_layout(table, old_names)
             with self._glue_errors(table, "UpdateTable"):
@@ -362,6 +412,10 @@ class AwsDatalake(Datalake):
         except AwsError as exc:
             raise self._missing_table(table, exc) from exc
         return found
+
+    def file_formats(self, table: TableSettings) -> set[str]:
+        """The raw table's format (its partitions copy its storage descriptor)."""
+        return {_file_format({"StorageDescriptor": self._storage_descriptor(table)})}
 
     def add_partitions(self, table: TableSettings, partitions: Iterable[PartitionValues]) -> None:
         new = [p for p in partitions if p]  # () = a table without partition keys: nothing to add
@@ -431,7 +485,8 @@ class AwsDatalake(Datalake):
         return found
 
     def _drop_other_layout(self, table: TableSettings, old_names: list[str]) -> None:
-        """The partition keys changed: unregister and delete this installation's old partitions.
+        """The partition keys or the file format changed: unregister and delete this
+        installation's old partitions (a table without partition keys: its one file).
 
         Other installations' partitions are never touched: while they remain, the change is
         refused, since the table cannot serve both layouts.
@@ -441,8 +496,9 @@ class AwsDatalake(Datalake):
         others = sorted({p[: len(base)] for p in old if p[: len(base)] != base})
         if others:
             raise DatalakeError(
-                f"{table.name}: the partition fields changed, but other installations "
-                f"({', '.join('/'.join(o) for o in others[:3])}) still have partitions in the old "
+                f"{table.name}: the partition fields or the file format changed, but other "
+                f"installations ({', '.join('/'.join(o) for o in others[:3])}) still have "
+                "partitions in the old "
                 "layout; every installation must reload: drop-datalake-tables, then "
                 "create-datalake-tables and extract-and-load --force from each"
             )
@@ -453,9 +509,12 @@ class AwsDatalake(Datalake):
                     TableName=table.datalake_table_name,
                     PartitionsToDelete=[{"Values": list(values)} for values in batch],
                 )
+        folders = [folder_of(table, self.settings, old_names, values) for values in old]
+        if not old_names:
+            folders.append(table_folder(table, self.settings))
         keys: list[str] = []
-        for values in old:
-            keys.extend(self._objects_in(table, folder_of(table, self.settings, old_names, values)))
+        for folder in folders:
+            keys.extend(self._objects_in(table, folder))
         for key_batch in chunks(keys, S3_DELETE_BATCH):
             with aws_errors(f"{table.datalake_table_name}: S3 DeleteObjects"):
                 self.s3.delete_objects(

@@ -79,6 +79,10 @@ class Datalake(ABC):
         """Partitions registered for the table (all installations)."""
 
     @abstractmethod
+    def file_formats(self, table: TableSettings) -> set[str]:
+        """The file formats (csv, parquet) of the table's registered files, all installations."""
+
+    @abstractmethod
     def add_partitions(self, table: TableSettings, partitions: Iterable[PartitionValues]) -> None:
         """Register partitions whose files are in place."""
 

@@ -15,7 +15,7 @@ import duckdb
 from panorama_elt.datalakes.base import Datalake, PartitionValues
 from panorama_elt.encoding import sql_string
 from panorama_elt.errors import DatalakeError, one_line
-from panorama_elt.paths import base_values, other_suffix, partition_names
+from panorama_elt.paths import base_values, format_of_file, other_suffix, partition_names
 from panorama_elt.settings import DatalakeSettings, TableSettings
 from panorama_elt.views import create_view_sql, quote_name, raw_columns
 
@@ -55,6 +55,16 @@ def duckdb_errors() -> Iterator[None]:
         yield
     except duckdb.Error as exc:
         raise DatalakeError(f"DuckDB: {duckdb_reason(exc)}") from None
+
+
+def read_parquet_sql(files: list[str]) -> str:
+    """DuckDB read_parquet over our typed files; columns matched by name, so files written
+    before a column was added read it as NULL."""
+    file_list = "[" + ", ".join(sql_string(f) for f in files) + "]"
+    return (
+        f"read_parquet({file_list}, union_by_name=true, hive_partitioning=false, "
+        f"filename={sql_string(_FILE_COLUMN)})"
+    )
 
 
 class LocalDatalake(Datalake):
@@ -143,23 +153,27 @@ class LocalDatalake(Datalake):
                 part.unlink()
 
     def create_table(self, table: TableSettings) -> None:
-        # Partitions registered under another layout (the partition fields changed) cannot be
-        # read with the new one: unregister them and delete their files.
+        # Partitions registered under another layout (the partition fields or the file format
+        # changed) cannot be read with the new one: unregister them and delete their files.
         # Only this installation's: while other installations still have partitions in the old
         # layout, the change is refused (the table cannot serve both layouts).
         levels = len(partition_names(table, self.settings))
         base = list(base_values(self.settings))
-        old = self._query(
-            f"SELECT file, vals FROM {CATALOG_TABLE} WHERE raw_table = ? AND len(vals) <> ?",
-            [table.datalake_table_name, levels],
-        )
+        old = [
+            (file, vals)
+            for file, vals in self._query(
+                f"SELECT file, vals FROM {CATALOG_TABLE} WHERE raw_table = ?",
+                [table.datalake_table_name],
+            )
+            if len(vals) != levels or format_of_file(file) != self.settings.file_format
+        ]
         others = sorted({"/".join(v[: len(base)]) for _, v in old if list(v[: len(base)]) != base})
         if others:
             raise DatalakeError(
-                f"{table.name}: the partition fields changed, but other installations "
-                f"({', '.join(others[:3])}) still have partitions in the old layout; every "
-                "installation must reload: drop-datalake-tables, then create-datalake-tables "
-                "and extract-and-load --force from each"
+                f"{table.name}: the partition fields or the file format changed, but other "
+                f"installations ({', '.join(others[:3])}) still have partitions in the old "
+                "layout; every installation must reload: drop-datalake-tables, then "
+                "create-datalake-tables and extract-and-load --force from each"
             )
         if old:
             self._executemany(
@@ -223,6 +237,12 @@ class LocalDatalake(Datalake):
             for vals, file in rows
             if len(vals) != levels or file == str(self.path_of(self.key(table, tuple(vals))))
         }
+
+    def file_formats(self, table: TableSettings) -> set[str]:
+        rows = self._query(
+            f"SELECT file FROM {CATALOG_TABLE} WHERE raw_table = ?", [table.datalake_table_name]
+        )
+        return {format_of_file(file) for (file,) in rows}
 
     def add_partitions(self, table: TableSettings, partitions: Iterable[PartitionValues]) -> None:
         rows = [
@@ -312,9 +332,13 @@ class LocalDatalake(Datalake):
             picks = [f"r.{quote_name(c)}" for c in file_columns] + [
                 f"p.vals[{i + 1}] AS {quote_name(c)}" for i, c in enumerate(part_columns)
             ]
+            if self.settings.file_format == "parquet":
+                reader = read_parquet_sql(files)
+            else:
+                reader = read_csv_sql(files, file_columns)
             sql = (
                 f"CREATE OR REPLACE VIEW {name} AS SELECT {', '.join(picks)} "
-                f"FROM {read_csv_sql(files, file_columns)} r "
+                f"FROM {reader} r "
                 f"JOIN {CATALOG_TABLE} p ON p.file = r.{quote_name(_FILE_COLUMN)}"
             )
         self._execute(sql)
