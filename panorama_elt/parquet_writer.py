@@ -135,17 +135,10 @@ class ParquetWriter(CsvWriter):
         self._spill(parts, pending, sizes, None)
         return parts
 
-    def merge(self, parts: Partitions, others: Partitions) -> None:
-        """Add another scan's partitions (from ``write_scan``) to ``parts``."""
-        for key, other in others.items():
-            mine = parts.get(key)
-            if mine is None:
-                parts[key] = other
-                continue
-            assert isinstance(mine, ParquetPartition) and isinstance(other, ParquetPartition)
-            mine.spills.extend(other.spills)
-            mine.rows += other.rows
-            mine.zero_dates += other.zero_dates
+    def _append_partition(self, mine: PartitionFile, other: PartitionFile) -> None:
+        """Another scan's spilled rows of the same partition join ``mine``'s (see merge)."""
+        assert isinstance(mine, ParquetPartition) and isinstance(other, ParquetPartition)
+        mine.spills.extend(other.spills)
 
     def finish(self, parts: Partitions, as_bytes: bool) -> list[tuple[Any, Any]]:
         """Write each partition's Parquet file from its spills, then list them as CsvWriter does."""

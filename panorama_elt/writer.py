@@ -178,12 +178,16 @@ class CsvWriter:
             if mine is None:
                 parts[key] = other
                 continue
-            with open(other.path, "rb") as src, open(mine.path, "ab") as dest:
-                src.seek(len(self._header))
-                shutil.copyfileobj(src, dest, _BUFFER_BYTES)
-            other.path.unlink()
+            self._append_partition(mine, other)
             mine.rows += other.rows
             mine.zero_dates += other.zero_dates
+
+    def _append_partition(self, mine: PartitionFile, other: PartitionFile) -> None:
+        """Move the rows of ``other`` (the same partition, another scan) into ``mine``'s file."""
+        with open(other.path, "rb") as src, open(mine.path, "ab") as dest:
+            src.seek(len(self._header))
+            shutil.copyfileobj(src, dest, _BUFFER_BYTES)
+        other.path.unlink()
 
     def finish(self, parts: Partitions, as_bytes: bool) -> list[tuple[PartitionKey, WrittenFile]]:
         """The finished files with their partition values, as the catalog takes them (see
