@@ -1,78 +1,64 @@
-"""Writes a table's batches of rows (panorama_elt.rows) into one typed Parquet file per partition.
+"""Writes a table's batches of rows (panorama_elt.rows) as one typed Parquet file per partition.
 
-The same interface as writer.CsvWriter (write_scan -> merge -> finish), so the runner and the
-reading processes (shards.py) do not know which format they write. Columns are typed from the
-settings' MySQL types (see ``arrow_type``). Zero dates have no Parquet date or timestamp: they
-are written as NULL and counted, as the CSV typed views show them.
+Rows are grouped into partitions exactly as for CSV: a ParquetWriter is a CsvWriter (the same
+memory budget, the same reading processes and merge), and ``finish`` turns each partition's
+plain CSV file, still in the private temp folder, into its Parquet file with DuckDB. Every
+column is converted by the SQL that the local typed views apply to a raw CSV column
+(views.column_sql), so a Parquet cell holds what the CSV typed view shows, by construction,
+with the typed view's type (the DuckDB types of the views' CASTs; datalakes/aws.hive_type
+gives their Glue names). Zero dates have no Parquet date or timestamp: they are NULL in the
+file, and counted by the CSV writer as it encodes them.
 
-Memory stays bounded as on the CSV path: rows of source values wait in memory up to the same
-budget (writer.PENDING_BYTES of values, all partitions together, whatever their number), then
-the fullest partitions are appended to their spill files in the private temp folder, as
-pickled rows (a cheap append; a Parquet row group per spill would be tiny, and slow to write).
-``finish`` turns each partition's spills into its Parquet file, converting to typed columns one
-row group of about the same budget at a time (zero dates are counted then).
+Memory and speed: an extract-and-load converts in ``conversion_workers``, child processes
+started once per run, one per CPU (at most MAX_PROCESSES), each given a share of a table's
+partitions and converting in one DuckDB thread within a memory limit (MEMORY_BYTES, or more
+for a partition of very long lines), in row groups of ROW_GROUP_BYTES: the conversion runs on
+every CPU the run may use, no process holds more than one conversion's memory, and the
+runner's own stays what the CSV path takes. Without workers (a writer used alone) it converts
+in this process. Small partitions are converted together, up to GROUP_FILES files or
+GROUP_BYTES of CSV in one statement that writes one file per partition (PARTITION_BY): a
+statement per partition would cost more than converting most partitions does.
 """
 
 from __future__ import annotations
 
-import pickle
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
+import os
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import duckdb
 
-from panorama_elt import writer as csv_writer
-from panorama_elt.column_types import ColumnType
-from panorama_elt.errors import SourceError
-from panorama_elt.rows import NULL_MARK, PAD_MARK, ROW_MARK, VALUE_MARK, Batch, PackedRows, unpack
+from panorama_elt.datalakes.local import duckdb_reason
+from panorama_elt.encoding import sql_string
+from panorama_elt.errors import DatalakeError, SourceError
+from panorama_elt.rows import PartitionKey
 from panorama_elt.settings import FieldSettings, TableSettings
-from panorama_elt.writer import CsvWriter, PartitionFile, Partitions
+from panorama_elt.shards import Job, Workers
+from panorama_elt.views import column_sql, quote_name
+from panorama_elt.writer import CsvWriter, PartitionFile, Partitions, WrittenFile
 
-# zstd at its default level: the size-b studentmodule files take 39.3 MB against snappy's 54.5
-# MB (28% less) for 1.76 s of writing against 1.51 s (README, Performance); Athena, DuckDB and
-# Spark all read it.
+# zstd at DuckDB's default level: the size-b lake takes 38 MB against snappy's 52 MB and the
+# same time to write (the encoding, not the compression, is what costs; README, Performance).
+# Athena, DuckDB, Spark and pyarrow all read it.
 COMPRESSION = "zstd"
-_DELETE = ROW_MARK + PAD_MARK
-
-
-def arrow_type(ctype: ColumnType) -> pa.DataType:
-    """The Parquet (Arrow) type of a source column type: the typed view's type, stored."""
-    view_type = ctype.view_type
-    if view_type == "BIGINT":
-        return pa.int64()
-    if view_type == "DOUBLE":
-        return pa.float64()
-    if view_type.startswith("DECIMAL("):
-        precision, scale = view_type[len("DECIMAL(") : -1].split(",")
-        return pa.decimal128(int(precision), int(scale))
-    if view_type == "TIMESTAMP":
-        return pa.timestamp("us")
-    if view_type == "DATE":
-        return pa.date32()
-    if view_type == "VARBINARY":
-        return pa.binary()
-    return pa.string()  # text, TIME (may be negative or over 24 hours), DECIMAL over 38 digits
-
-
-@dataclass
-class ParquetPartition(PartitionFile):
-    """A partition while rows still arrive: the files its rows were spilled to (its own, and
-    those of other reading processes); ``path`` is where its Parquet file goes."""
-
-    spills: list[Path] = field(default_factory=list)
+GROUP_BYTES = 8 << 20
+GROUP_FILES = 100
+ROW_GROUP_BYTES = 4 << 20
+MEMORY_BYTES = 64 << 20
+MAX_PROCESSES = 4
+# Line lengths DuckDB's CSV reader is given: at least this, and never below the longest block
+# of lines the CSV writer appended to a file (see PartitionFile.longest).
+_MIN_LINE_BYTES = 1 << 20
+_FILE = "panorama_file"
+_PART = "panorama_part"
 
 
 class ParquetWriter(CsvWriter):
     """Writes the rows of one table into ``folder`` as Parquet files (see the module docstring).
 
-    Shares the CSV writer's handling of partition keys and of the finished files' list;
-    ``compression`` (gzip, for CSV files) does not apply: files are compressed inside.
+    ``compression`` (gzip, for CSV files) does not apply: Parquet files are compressed inside.
     """
 
     def __init__(
@@ -83,233 +69,203 @@ class ParquetWriter(CsvWriter):
         progress: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__(table, folder, None, progress)
-        # The system allocator gives freed memory back; pyarrow's default (mimalloc) keeps it,
-        # which measured ~45 MiB more peak RSS on a full run (README, Performance).
-        pa.set_memory_pool(pa.system_memory_pool())
-        fields = table.file_fields
-        self.schema = pa.schema([pa.field(f.name, arrow_type(f.type)) for f in fields])
-        # Each file column: the field, and its index among the row's values (None: constant).
-        self._columns: list[tuple[FieldSettings, int | None]] = []
-        index = 0
-        for f in fields:
-            self._columns.append((f, None if f.constant else index))
-            index += 0 if f.constant else 1
-        self._values = index
-        self._as_bytes = False  # set by write_scan, for the conversion in finish
 
-    def write_scan(self, batches: Iterable[Batch], as_bytes: bool) -> Partitions:
-        """Sort the rows of a scan into spill files, one per partition."""
-        self._as_bytes = as_bytes
-        parts: Partitions = {}
-        if self._key_length == 0:
-            parts[()] = self._new_file()
-        # Per partition: rows of source values, and their estimated bytes.
-        pending: dict[Any, list[Sequence[Any]]] = {}
-        sizes: dict[Any, float] = {}
-        for batch in batches:
-            keys, values = self._split_keys(batch)
-            if not keys:
-                continue
-            rows, size = self._rows(values, len(keys))
-            row_bytes = size / len(keys)
-            if self._key_length == 0:
-                pending.setdefault((), []).extend(rows)
-                sizes[()] = sizes.get((), 0.0) + size
-                parts[()].rows += len(rows)
-            else:
-                for key, row in zip(keys, rows, strict=True):
-                    chunk = pending.get(key)
-                    if chunk is None:
-                        chunk = pending[key] = []
-                        if key not in parts:
-                            parts[key] = self._new_file()
-                    chunk.append(row)
-                for key, count in Counter(keys).items():
-                    parts[key].rows += count
-                    sizes[key] = sizes.get(key, 0.0) + count * row_bytes
-            budget = csv_writer.PENDING_BYTES
-            if sum(sizes.values()) > budget:
-                self._spill(parts, pending, sizes, budget // 2)
-            if self.progress is not None:
-                self.progress(len(keys))
-        self._spill(parts, pending, sizes, None)
-        return parts
-
-    def _append_partition(self, mine: PartitionFile, other: PartitionFile) -> None:
-        """Another scan's spilled rows of the same partition join ``mine``'s (see merge)."""
-        assert isinstance(mine, ParquetPartition) and isinstance(other, ParquetPartition)
-        mine.spills.extend(other.spills)
-
-    def finish(self, parts: Partitions, as_bytes: bool) -> list[tuple[Any, Any]]:
-        """Write each partition's Parquet file from its spills, then list them as CsvWriter does."""
-        for part in parts.values():
-            self._parquet_file(part)
+    def finish(
+        self, parts: Partitions, as_bytes: bool, workers: Workers | None = None
+    ) -> list[tuple[PartitionKey, WrittenFile]]:
+        """Convert every partition's CSV file to Parquet, then list them as CsvWriter does:
+        in ``workers`` (shares of about the same bytes, one per worker), or here without."""
+        groups = list(_groups(list(parts.values())))
+        if workers is None:
+            Conversion(self.table, groups, self.folder).run(threads=min(2, _cpus()))
+        else:
+            shares = _shares(groups, workers.count)
+            jobs = [Conversion(self.table, share, self.folder) for share in shares]
+            for share, paths in zip(shares, workers.run(jobs, self.table.name), strict=True):
+                for part, path in zip(_parts(share), paths, strict=True):
+                    part.path = path
         return super().finish(parts, as_bytes)
 
-    # --- files ---------------------------------------------------------------------------
 
-    def _new_file(self) -> ParquetPartition:
-        self._files += 1
-        return ParquetPartition(self.folder / f"{self.table.name}-{self._files}.parquet")
-
-    def _spill(
-        self,
-        parts: Partitions,
-        pending: dict[Any, list[Sequence[Any]]],
-        sizes: dict[Any, float],
-        keep: int | None,
-    ) -> None:
-        """Append pending rows to their spill files, fullest partitions first, until at most
-        ``keep`` bytes stay pending (none when ``keep`` is None)."""
-        left = sum(sizes.values())
-        for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
-            if keep is not None and left <= keep:
-                break
-            left -= sizes.pop(key)
-            part = parts[key]
-            assert isinstance(part, ParquetPartition)
-            spill = part.path.with_suffix(".rows")
-            with open(spill, "ab") as f:
-                pickle.dump(pending.pop(key), f, protocol=pickle.HIGHEST_PROTOCOL)
-            if spill not in part.spills:
-                part.spills.append(spill)
-
-    def _parquet_file(self, part: PartitionFile) -> None:
-        """Write ``part.path`` from the partition's spills, in row groups of about the pending
-        budget (converted to typed columns a row group at a time); the spills are removed."""
-        assert isinstance(part, ParquetPartition)
-        budget = csv_writer.PENDING_BYTES
-        with pq.ParquetWriter(part.path, self.schema, compression=COMPRESSION) as out:
-            group: list[Sequence[Any]] = []
-            size = 0
-            for path in part.spills:
-                with open(path, "rb") as f:
-                    while True:
-                        start = f.tell()
-                        try:
-                            group.extend(pickle.load(f))
-                        except EOFError:
-                            break
-                        size += f.tell() - start
-                        if size >= budget:
-                            self._write_group(out, part, group)
-                            group, size = [], 0
-            if group or not part.spills:  # no rows at all: the file holds the schema alone
-                self._write_group(out, part, group)
-        for path in part.spills:
-            path.unlink(missing_ok=True)
-        part.spills = []
-
-    def _write_group(
-        self, out: pq.ParquetWriter, part: PartitionFile, rows: list[Sequence[Any]]
-    ) -> None:
-        """One row group of typed columns; its zero dates are counted for the partition."""
-        record, zero_dates = self._record_batch(rows)
-        part.zero_dates += zero_dates
-        out.write_batch(record)
-
-    def _rows(self, batch: Batch, rows: int) -> tuple[list[Sequence[Any]], int]:
-        """The rows of a batch as lists of source values (None for NULL), and about how many
-        bytes they hold (for the pending budget)."""
-        if isinstance(batch, PackedRows):
-            n = self._values
-            # Every value behind a value mark (a NULL as the NULL mark alone), rows run together.
-            flat = (
-                batch.data.translate(None, _DELETE)
-                .replace(NULL_MARK, VALUE_MARK + NULL_MARK)
-                .split(VALUE_MARK)[1:]
-            )
-            if len(flat) != rows * n:  # cannot happen for well-formed data: the slow way then
-                return self._rows(unpack(batch.data), rows)
-            values = [None if v == NULL_MARK else v for v in flat]
-            return [values[i : i + n] for i in range(0, len(values), n)], len(batch.data)
-        size = sum(len(v) for row in batch for v in row if isinstance(v, (bytes, str)))
-        return list(batch), size
-
-    def _record_batch(self, rows: list[Sequence[Any]]) -> tuple[pa.RecordBatch, int]:
-        """Rows of source values as typed columns, and how many zero dates they held."""
-        arrays = []
-        zero_dates = 0
-        columns = list(zip(*rows, strict=True)) if rows else [()] * self._values
-        for f, index in self._columns:
-            if index is None:
-                values: Sequence[Any] = [f.value] * len(rows)
-                array, _ = self._typed(f, pa.array(values, pa.string()))
-            else:
-                array, zero = self._typed(f, _to_arrow(columns[index], f.type, self._as_bytes))
-                if zero is not None:
-                    zero_dates += pc.sum(pc.cast(zero, pa.int64())).as_py() or 0
-            arrays.append(array)
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema), zero_dates
-
-    def _typed(self, f: FieldSettings, column: pa.Array) -> tuple[pa.Array, pa.Array | None]:
-        """A column of source text (or binary) as its Parquet type; zero dates as NULL, with
-        the mask of where they were (None for columns that are not dates)."""
-        target = arrow_type(f.type)
-        if pa.types.is_binary(target) or column.type == target:
-            return column, None
-        try:
-            text = column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
-        except pa.ArrowInvalid as exc:
-            raise SourceError(
-                f"{self.table.name}: column {f.name} holds text that is not valid UTF-8 ({exc})"
-            ) from None
-        zero = None
-        if f.type.kind in ("date", "datetime"):
-            zero = pc.fill_null(_zero_dates(text), False)
-            text = pc.if_else(zero, pa.nulls(len(text), pa.string()), text)
-        if pa.types.is_string(target):
-            return text, zero
-        try:
-            return pc.cast(text, target), zero
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise SourceError(
-                f"{self.table.name}: column {f.name} ({f.type.written}) holds a value that is "
-                f"not a {target} ({exc})"
-            ) from None
+def conversion_workers() -> Workers:
+    """The processes a run's Parquet tables are converted in: one per CPU, at most
+    MAX_PROCESSES (enter them with ``with``)."""
+    return Workers(min(_cpus(), MAX_PROCESSES), Conversion.doing, preload=[__name__])
 
 
-def _to_arrow(values: Sequence[Any], ctype: ColumnType, as_bytes: bool) -> pa.Array:
-    """One column of source values (bytes, text or Python values; None for NULL) as Arrow;
-    ``as_bytes``: every value is bytes or None (see Extraction)."""
-    kind = ctype.kind
-    if kind == "bit":
-        numbers = [None if v is None else _bit_number(v) for v in values]
-        if arrow_type(ctype) == pa.int64():
-            return pa.array(numbers, pa.int64())
-        return pa.array([None if v is None else Decimal(v) for v in numbers], pa.decimal128(20, 0))
-    if kind == "binary":
-        return pa.array(
-            [v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v for v in values],
-            pa.binary(),
+class Conversion(Job):
+    """Partitions' CSV files to Parquet, a group of partitions per DuckDB statement; each
+    partition's ``path`` is then its Parquet file, and its CSV file is gone."""
+
+    doing = "Parquet conversion"
+
+    def __init__(self, table: TableSettings, groups: list[list[PartitionFile]], folder: Path):
+        self.table = table
+        self.groups = groups
+        self.folder = folder
+        fields = table.file_fields
+        self.column_types = (
+            "{" + ", ".join(f"{sql_string(f.name)}: 'VARCHAR'" for f in fields) + "}"
         )
-    if as_bytes:
-        return pa.array(values, pa.binary())
-    # Text as UTF-8 bytes (a lone surrogate stays invalid, and the cast to text names it).
-    return pa.array(
-        [
-            v
-            if v is None or isinstance(v, bytes)
-            else (v if isinstance(v, str) else str(v)).encode("utf-8", "surrogatepass")
-            for v in values
-        ],
-        pa.binary(),
-    )
+        self.select = ", ".join(f"{_typed_sql(f)} AS {quote_name(f.name)}" for f in fields)
+
+    def __call__(self, progress: Callable[[int], None]) -> list[Path]:
+        """In a worker: the Parquet files, in the order of the groups' partitions."""
+        self.run(threads=1)
+        return [p.path for p in _parts(self.groups)]
+
+    def clean_up(self, orphaned: bool) -> None:
+        if orphaned:  # our files are in the dead parent's temp folder for the table
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def run(self, threads: int) -> None:
+        longest = max((p.longest for p in _parts(self.groups)), default=0)
+        line = max(_MIN_LINE_BYTES, longest + 1)
+        con = _connection(threads, max(MEMORY_BYTES, 8 * line))
+        for n, group in enumerate(self.groups):
+            self._convert(con, group, line, self.folder / f"parquet-{os.getpid()}-{n}")
+
+    def _convert(
+        self, con: duckdb.DuckDBPyConnection, group: list[PartitionFile], line: int, folder: Path
+    ) -> None:
+        files = [str(p.path) for p in group]
+        reader = (
+            f"read_csv($files, columns={self.column_types}, header=true, delim=',', "
+            "quote='\"', escape='\\', auto_detect=false, allow_quoted_nulls=false, "
+            f"strict_mode=true, max_line_size={line}, buffer_size={2 * line}, "
+            f"filename={sql_string(_FILE)})"
+        )
+        options = (
+            f"FORMAT parquet, COMPRESSION {COMPRESSION}, ROW_GROUP_SIZE_BYTES {ROW_GROUP_BYTES}"
+        )
+        targets = [p.path.with_suffix(".parquet") for p in group]
+        if len(group) == 1:
+            sql = f"COPY (SELECT {self.select} FROM {reader}) TO $target ({options})"
+            self._run(con, sql, {"files": files, "target": str(targets[0])}, reader, files)
+        else:
+            # Each row's partition is its file's place in the list: a folder of DuckDB's each.
+            sql = (
+                f"COPY (SELECT {self.select}, list_position($files, {quote_name(_FILE)}) - 1 "
+                f"AS {_PART} FROM {reader}) TO $target ({options}, PARTITION_BY ({_PART}))"
+            )
+            self._run(con, sql, {"files": files, "target": str(folder)}, reader, files)
+            for index, target in enumerate(targets):
+                found = list((folder / f"{_PART}={index}").glob("*.parquet"))
+                if len(found) != 1:  # not expected for a group this small
+                    raise DatalakeError(
+                        f"{self.table.name}: DuckDB wrote {len(found)} Parquet files for one "
+                        "partition (expected exactly one)"
+                    )
+                found[0].replace(target)
+            shutil.rmtree(folder)
+        for part, target in zip(group, targets, strict=True):
+            part.path.unlink()
+            part.path = target
+
+    def _run(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        sql: str,
+        params: dict[str, Any],
+        reader: str,
+        files: list[str],
+    ) -> None:
+        try:
+            con.execute(sql, params)
+        except duckdb.ConversionException as exc:
+            raise self._bad_value(con, reader, files, exc) from None
+        except duckdb.Error as exc:
+            raise DatalakeError(
+                f"{self.table.name}: writing Parquet files failed: DuckDB: {duckdb_reason(exc)}"
+            ) from None
+
+    def _bad_value(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        reader: str,
+        files: list[str],
+        exc: duckdb.Error,
+    ) -> SourceError:
+        """The error naming the column whose text is not of its type (DuckDB names the value)."""
+        for f in self.table.file_fields:
+            try:
+                con.execute(f"SELECT count({_typed_sql(f)}) FROM {reader}", {"files": files})
+            except duckdb.ConversionException as column_exc:
+                return SourceError(
+                    f"{self.table.name}: column {f.name} ({f.type.written}) holds a value that "
+                    f"is not a {f.type.view_type} ({duckdb_reason(column_exc)})"
+                )
+        return SourceError(
+            f"{self.table.name}: a value does not fit its type ({duckdb_reason(exc)})"
+        )
 
 
-def _bit_number(value: bytes | str | int) -> int:
-    """A BIT(n) value (big-endian bytes from MySQL) as its unsigned integer."""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        value = value.encode("latin-1")
-    return int.from_bytes(value, "big")
+def _typed_sql(f: FieldSettings) -> str:
+    """The typed view's SQL of a raw column; for text, only where it holds a backslash (the
+    NULL token and every escape start with one: elsewhere the decoding changes nothing)."""
+    sql = column_sql(f.name, f.type, "duckdb")
+    if f.type.kind != "text":
+        return sql
+    column = quote_name(f.name)
+    return f"CASE WHEN contains({column}, '\\') THEN {sql} ELSE {column} END"
 
 
-def _zero_dates(text: pa.Array) -> pa.Array:
-    """Where a date or datetime text is a MySQL zero or partial-zero date ('0000-00-00',
-    '2020-00-15'): year 0000, month 00 or day 00."""
-    year = pc.equal(pc.utf8_slice_codeunits(text, 0, 4), "0000")
-    month = pc.equal(pc.utf8_slice_codeunits(text, 5, 7), "00")
-    day = pc.equal(pc.utf8_slice_codeunits(text, 8, 10), "00")
-    return pc.or_(pc.or_(year, month), day)
+def _parts(groups: list[list[PartitionFile]]) -> list[PartitionFile]:
+    return [p for group in groups for p in group]
+
+
+def _groups(parts: list[PartitionFile]) -> Iterator[list[PartitionFile]]:
+    """Partitions to convert together: small ones up to the group bounds; a large one, or one
+    without rows (a statement with PARTITION_BY writes no file for it), alone."""
+    group: list[PartitionFile] = []
+    size = 0
+    for part_size, part in sorted(((p.path.stat().st_size, p) for p in parts), key=lambda t: t[0]):
+        if part.rows == 0 or part_size >= GROUP_BYTES:
+            yield [part]
+            continue
+        if group and (size + part_size > GROUP_BYTES or len(group) >= GROUP_FILES):
+            yield group
+            group, size = [], 0
+        group.append(part)
+        size += part_size
+    if group:
+        yield group
+
+
+def _shares(groups: list[list[PartitionFile]], n: int) -> list[list[list[PartitionFile]]]:
+    """``groups`` dealt into ``n`` shares of about the same bytes (largest first, each to the
+    lightest share)."""
+    shares: list[list[list[PartitionFile]]] = [[] for _ in range(n)]
+    loads = [0] * n
+    for size, group in sorted(
+        ((sum(p.path.stat().st_size for p in g), g) for g in groups), key=lambda t: -t[0]
+    ):
+        lightest = loads.index(min(loads))
+        shares[lightest].append(group)
+        loads[lightest] += size
+    return [share for share in shares if share]
+
+
+def _cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+_shared: duckdb.DuckDBPyConnection | None = None
+
+
+def _connection(threads: int, memory: int) -> duckdb.DuckDBPyConnection:
+    """This process's in-memory DuckDB for conversions (connecting costs more than converting
+    a small table), set to ``threads`` and a ``memory`` limit. It never spills to disk: a
+    conversion streams, and one that would not fit fails its table."""
+    global _shared
+    if _shared is None:
+        _shared = duckdb.connect(
+            ":memory:", config={"preserve_insertion_order": False, "temp_directory": ""}
+        )
+    _shared.execute(f"SET threads = {int(threads)}")
+    _shared.execute(f"SET memory_limit = '{int(memory)}B'")
+    return _shared

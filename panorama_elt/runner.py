@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -15,11 +16,11 @@ from panorama_elt.datasources import make_datasource
 from panorama_elt.datasources.base import Datasource
 from panorama_elt.encoding import encode_value
 from panorama_elt.errors import PanoramaError, failure_line, is_expected, log_failure
-from panorama_elt.file_formats import writer_class
+from panorama_elt.file_formats import conversion_workers, writer_class
 from panorama_elt.paths import base_values, state_key
 from panorama_elt.progress import Progress
 from panorama_elt.settings import Settings, TableSettings
-from panorama_elt.shards import ShardProcesses
+from panorama_elt.shards import ShardProcesses, Workers
 
 log = logging.getLogger("panorama_elt")
 
@@ -52,6 +53,7 @@ class Runner:
         self.settings = settings
         self.datalake = datalake
         self._sources: dict[str, Datasource] = {}
+        self._workers: Workers | None = None  # while run() runs (see file_formats)
 
     def source(self, name: str) -> Datasource:
         """The (cached) datasource instance called ``name``."""
@@ -65,18 +67,23 @@ class Runner:
         Interrupts (SIGTERM's SystemExit, Ctrl-C) are not failures: they stop the run.
         """
         results = []
-        for table in tables:
-            result = TableResult(table.name, table.datasource, table.datalake_table_name)
-            started = time.monotonic()
-            try:
-                self.load_table(table, force, result)
-            except Exception as exc:  # noqa: BLE001 - one table's failure, whatever its kind
-                result.status, result.error = "failed", log_failure(table.name, exc)
-                if not is_expected(exc):
-                    # The source's connection is in an unknown state: the next table reconnects.
-                    self._forget_source(table.datasource)
-            result.seconds = round(time.monotonic() - started, 3)
-            results.append(result)
+        workers = conversion_workers(self.datalake.settings)
+        with workers if workers is not None else contextlib.nullcontext():
+            self._workers = workers
+            for table in tables:
+                result = TableResult(table.name, table.datasource, table.datalake_table_name)
+                started = time.monotonic()
+                try:
+                    self.load_table(table, force, result)
+                except Exception as exc:  # noqa: BLE001 - one table's failure, whatever its kind
+                    result.status, result.error = "failed", log_failure(table.name, exc)
+                    if not is_expected(exc):
+                        # The source's connection is in an unknown state: the next table
+                        # reconnects.
+                        self._forget_source(table.datasource)
+                result.seconds = round(time.monotonic() - started, 3)
+                results.append(result)
+            self._workers = None
         return results
 
     def _forget_source(self, name: str) -> None:
@@ -146,7 +153,7 @@ class Runner:
                     parts = writer.write_scan(extraction.batches, extraction.as_bytes)
                     for others in shards.results():
                         writer.merge(parts, others)
-                for key, done in writer.finish(parts, extraction.as_bytes):
+                for key, done in writer.finish(parts, extraction.as_bytes, self._workers):
                     values = base + tuple(encode_value(v) for v in key)
                     lake.upload_async(done.path, lake.key(table, values))
                     written.append(values)

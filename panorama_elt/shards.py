@@ -1,5 +1,7 @@
 """Processes that read the other scans of a table (``Extraction.shards``) while the runner reads
-the first, each into plain partition files of its own (see writer.CsvWriter.write_scan).
+the first, each into plain partition files of its own (see writer.CsvWriter.write_scan); and,
+on the same terms, long-lived ``Workers`` that run other jobs of a run outside the runner's
+process (the Parquet conversion, parquet_writer).
 
 Each is a fresh interpreter, not a fork (the parent may hold threads: DuckDB's, uploads'), with
 the parent's ``sys.path`` exactly (so it imports the same panorama_elt and libraries, and the
@@ -14,14 +16,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib
 import json
 import logging
 import os
 import pickle
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -29,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from panorama_elt.errors import SourceError
+from panorama_elt.errors import DatalakeError, SourceError
 from panorama_elt.rows import Shard
 from panorama_elt.settings import TableSettings
 from panorama_elt.writer import CsvWriter, Partitions
@@ -45,6 +50,7 @@ _PR_SET_PDEATHSIG = 1
 _PARENT_WATCH_SECONDS = 0.5
 _ORPHAN_WAIT_SECONDS = 2.0
 PROGRESS_SECONDS = 0.5
+_WORKER_EXIT_SECONDS = 5.0
 
 
 class ShardProcesses:
@@ -75,9 +81,10 @@ class ShardProcesses:
         for n, shard in enumerate(self.shards, start=1):
             folder = self.folder / f"shard-{n}"
             folder.mkdir()
-            self._running.append(
-                _Child.start(shard, self.table, folder, self.as_bytes, self.progress, self.writer)
-            )
+            child = _Child.start(folder, ReadScan.doing, self.progress)
+            child.send(ReadScan(shard, self.table, folder, self.as_bytes, self.writer))
+            child.end_input()
+            self._running.append(child)
         return self
 
     def results(self) -> list[Partitions]:
@@ -86,7 +93,10 @@ class ShardProcesses:
             log.info(
                 "%s: waiting for %d other reading process(es)", self.table.name, len(self._running)
             )
-        return [child.result(self.table.name) for child in self._running]
+        results = [child.result(self.table.name) for child in self._running]
+        for child in self._running:
+            child.process.wait()
+        return results
 
     def __exit__(self, *exc: object) -> None:
         for child in self._running:
@@ -94,23 +104,26 @@ class ShardProcesses:
 
 
 class _Child:
-    """One shard process and the thread that reads its messages."""
+    """One child process and the thread that reads its messages.
 
-    def __init__(self, process: subprocess.Popen[bytes], stderr: Path) -> None:
+    It first gets ``(folder, parent pid, modules to import)``, then jobs until its stdin
+    closes; each job's result comes back in order.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes], stderr: Path, doing: str) -> None:
         self.process = process
         self.stderr = stderr
-        self.final: tuple[str, Any] | None = None
+        self.doing = doing
+        self.finals: queue.Queue[tuple[str, Any] | None] = queue.Queue()
         self.reader: threading.Thread | None = None
 
     @classmethod
     def start(
         cls,
-        shard: Shard,
-        table: TableSettings,
         folder: Path,
-        as_bytes: bool,
-        progress: Callable[[int], None] | None,
-        writer: type[CsvWriter],
+        doing: str,
+        progress: Callable[[int], None] | None = None,
+        preload: Sequence[str] = (),
     ) -> _Child:
         stderr = folder / "stderr.log"
         with open(stderr, "wb") as err:
@@ -120,16 +133,26 @@ class _Child:
                 stdout=subprocess.PIPE,
                 stderr=err,
             )
-        child = cls(process, stderr)
-        assert process.stdin is not None and process.stdout is not None
-        with process.stdin:
-            pickle.dump((shard, table, folder, as_bytes, os.getpid(), writer), process.stdin)
-        process.stdin = None  # closed
+        child = cls(process, stderr, doing)
+        assert process.stdout is not None
+        child.send((folder, os.getpid(), list(preload)))
         child.reader = threading.Thread(
             target=child._read, args=(process.stdout, progress), daemon=True
         )
         child.reader.start()
         return child
+
+    def send(self, message: object) -> None:
+        """A job (or the first message) to the child."""
+        assert self.process.stdin is not None
+        pickle.dump(message, self.process.stdin)
+        self.process.stdin.flush()
+
+    def end_input(self) -> None:
+        """No more jobs: the child exits once it has sent its last result."""
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
 
     def _read(self, stream: IO[bytes], progress: Callable[[int], None] | None) -> None:
         """Take the child's messages until it closes its end."""
@@ -138,44 +161,113 @@ class _Child:
                 try:
                     kind, payload = pickle.load(stream)
                 except (EOFError, pickle.UnpicklingError, ValueError, OSError):
+                    self.finals.put(None)
                     return
                 if kind == "rows":
                     if progress is not None:
                         progress(payload)
                 else:
-                    self.final = (kind, payload)
+                    self.finals.put((kind, payload))
 
-    def result(self, table: str) -> Partitions:
-        """Wait for the child; its partition files, or SourceError."""
-        self.process.wait()
-        assert self.reader is not None
-        self.reader.join()
-        if self.final is None:
+    def result(self, table: str) -> Any:
+        """Wait for the next job's result; what it returned, or the error it reported."""
+        final = self.finals.get()
+        if final is None:
+            self.finals.put(None)  # every later call finds the child gone too
+            self.process.wait()
             detail = _tail(self.stderr)
             raise SourceError(
-                f"{table}: a reading process ended without a result "
+                f"{table}: a {self.doing} process ended without a result "
                 f"(exit code {self.process.returncode}){': ' + detail if detail else ''}"
             )
-        kind, payload = self.final
+        kind, payload = final
         if kind == "source":
             raise SourceError(payload)
+        if kind == "datalake":
+            raise DatalakeError(payload)
         if kind != "ok":
-            # A bug in the reading process: this table fails, the others still run.
-            log.debug("reading process traceback:\n%s", payload)
+            # A bug in the child: this table fails, the others still run.
+            log.debug("%s process traceback:\n%s", self.doing, payload)
             last = str(payload).strip().splitlines()[-1] if str(payload).strip() else "?"
             raise SourceError(
-                f"{table}: a reading process failed: {last} (--debug shows its traceback)"
+                f"{table}: a {self.doing} process failed: {last} (--debug shows its traceback)"
             )
-        parts: Partitions = payload
-        return parts
+        return payload
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
     def stop(self) -> None:
         """Kill the child if it still runs, and wait for it and its reader."""
+        self.end_input()
         if self.process.returncode is None:
             self.process.kill()
             self.process.wait()
         if self.reader is not None:
             self.reader.join()
+
+
+class Workers:
+    """``count`` long-lived child processes (started on entry, each with a folder under a
+    temp folder of its own) that run jobs for a whole run, one job at a time each: their
+    start-up is paid once, not per table. Leaving the block ends them."""
+
+    def __init__(self, count: int, doing: str, preload: Sequence[str] = ()) -> None:
+        self.count = count
+        self.doing = doing
+        self.preload = tuple(preload)
+        self._folder: Path | None = None
+        self._children: list[_Child | None] = [None] * count
+
+    def __enter__(self) -> Workers:
+        self._folder = Path(tempfile.mkdtemp(prefix="panorama-workers-"))
+        for n in range(self.count):
+            self._child(n)
+        return self
+
+    def _child(self, n: int) -> _Child:
+        """Worker ``n``, started anew if it is not running (it died with an earlier job)."""
+        child = self._children[n]
+        if child is None or not child.alive():
+            if child is not None:
+                child.stop()
+            assert self._folder is not None, "Workers used outside its with block"
+            folder = self._folder / f"worker-{n}"
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            child = self._children[n] = _Child.start(folder, self.doing, preload=self.preload)
+        return child
+
+    def run(self, jobs: Sequence[Job], table: str) -> list[Any]:
+        """Run each job in a worker of its own (at most ``count`` jobs); their results, in
+        order. The first error is raised once every job has ended."""
+        if len(jobs) > self.count:
+            raise ValueError(f"{len(jobs)} jobs for {self.count} workers")
+        children = [self._child(n) for n in range(len(jobs))]
+        for child, job in zip(children, jobs, strict=True):
+            child.send(job)
+        results: list[Any] = []
+        error: Exception | None = None
+        for child in children:
+            try:
+                results.append(child.result(table))
+            except Exception as exc:  # noqa: BLE001 - raised below, once all have ended
+                error = error or exc
+        if error is not None:
+            raise error
+        return results
+
+    def __exit__(self, *exc: object) -> None:
+        for child in self._children:
+            if child is not None:
+                child.end_input()
+        for child in self._children:
+            if child is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.process.wait(timeout=_WORKER_EXIT_SECONDS)
+                child.stop()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
 
 
 def _tail(path: Path) -> str:
@@ -185,40 +277,107 @@ def _tail(path: Path) -> str:
 
 
 class _ParentGone(BaseException):
-    """Raised in a shard process by SIGTERM: unwind (closing its connection) and clean up."""
+    """Raised in a child process by SIGTERM: unwind (closing its connection) and clean up."""
+
+
+class Job:
+    """Work for a child process: picklable, called there with a progress callback (rows)."""
+
+    doing = "child"  # what the process does, for messages: "a <doing> process failed"
+
+    def __call__(self, progress: Callable[[int], None]) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of what the job holds (the child is stopping half-way)."""
+
+    def clean_up(self, orphaned: bool) -> None:
+        """Remove the job's files (the child is stopping half-way); ``orphaned``: the parent
+        died, and nobody else will remove its temp folder."""
+
+
+class ReadScan(Job):
+    """Read one scan of a table into plain partition files of ``folder``."""
+
+    doing = "reading"
+
+    def __init__(
+        self,
+        shard: Shard,
+        table: TableSettings,
+        folder: Path,
+        as_bytes: bool,
+        writer: type[CsvWriter],
+    ) -> None:
+        self.shard = shard
+        self.table = table
+        self.folder = folder
+        self.as_bytes = as_bytes
+        self.writer = writer
+        self.batches: Any = None
+
+    def __call__(self, progress: Callable[[int], None]) -> Partitions:
+        self.batches = self.shard()
+        return self.writer(self.table, self.folder, progress=progress).write_scan(
+            self.batches, self.as_bytes
+        )
+
+    def close(self) -> None:
+        if self.batches is not None:
+            self.batches.close()  # the source's clean-up: its connection says goodbye
+
+    def clean_up(self, orphaned: bool) -> None:
+        # Our folder is in the parent's temp folder for the table.
+        shutil.rmtree(self.folder.parent if orphaned else self.folder, ignore_errors=True)
 
 
 def main() -> None:
-    """A shard process: read its scan into plain files, send back what it wrote."""
+    """A child process: run its jobs, send back what each returned."""
     out = os.fdopen(os.dup(1), "wb")  # messages: a pipe of our own; stray prints go to stderr
     os.dup2(2, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops us
     signal.signal(signal.SIGTERM, _terminate)
     folder: Path | None = None
     parent = 0
-    batches = None
+    job: Job | None = None
     try:
-        shard, table, folder, as_bytes, parent, writer = pickle.load(sys.stdin.buffer)
+        folder, parent, preload = pickle.load(sys.stdin.buffer)
         _die_with(parent)
-
+        for module in preload:
+            importlib.import_module(module)
         progress = _Progress(out)
-        batches = shard()
-        parts = writer(table, folder, progress=progress).write_scan(batches, as_bytes)
-        progress.flush()
-        result: tuple[str, Any] = ("ok", parts)
+        while True:
+            try:
+                job = pickle.load(sys.stdin.buffer)
+            except EOFError:
+                break
+            assert job is not None
+            result: tuple[str, Any]
+            try:
+                value = job(progress)
+                progress.flush()
+                result = ("ok", value)
+            except SourceError as exc:
+                result = ("source", str(exc))
+            except DatalakeError as exc:
+                result = ("datalake", str(exc))
+            except Exception:  # noqa: BLE001 - a bug: the parent reports it with this traceback
+                result = ("bug", traceback.format_exc())
+            job = None
+            _send(out, result)
     except _ParentGone:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # cleaning up: a second one changes nothing
-        if batches is not None:
+        orphaned = _orphaned(parent) if parent else False
+        if job is not None:
             with contextlib.suppress(BaseException):
-                batches.close()  # the source's clean-up: its connection says goodbye
-        _clean_up(folder, parent)
+                job.close()
+            job.clean_up(orphaned)
+        if folder is not None and orphaned:
+            shutil.rmtree(folder, ignore_errors=True)
         os._exit(143)
-    except SourceError as exc:
-        result = ("source", str(exc))
-    except Exception:  # noqa: BLE001 - a bug: the parent reports it with this traceback
-        result = ("bug", traceback.format_exc())
+    except (EOFError, OSError):
+        pass  # the parent went away before sending a job, or stopped reading
     with contextlib.suppress(OSError):
-        _send(out, result)
         out.close()
 
 
@@ -276,14 +435,6 @@ def _watch_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(_PARENT_WATCH_SECONDS)
     os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _clean_up(folder: Path | None, parent: int) -> None:
-    """Remove this shard's files; and the parent's temp folder when the parent is gone (nobody
-    else will: a killed parent runs no clean-up of its own)."""
-    if folder is None:
-        return
-    shutil.rmtree(folder.parent if _orphaned(parent) else folder, ignore_errors=True)
 
 
 def _orphaned(parent: int) -> bool:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from panorama_elt.encoding import encode_row, encode_text, encoder_for, file_null
 from panorama_elt.errors import SourceError
@@ -29,6 +29,9 @@ from panorama_elt.rows import (
     unpack,
 )
 from panorama_elt.settings import TableSettings
+
+if TYPE_CHECKING:
+    from panorama_elt.shards import Workers
 
 log = logging.getLogger("panorama_elt")
 _FILE_NULL = file_null()
@@ -60,6 +63,9 @@ class PartitionFile:
     rows: int = 0
     zero_dates: int = 0
     started: bool = False  # the header is in the file
+    # Bytes of the longest block of lines (one batch's) given to the file: no line is longer,
+    # which a reader of the file sizes its buffer by (parquet_writer).
+    longest: int = 0
 
 
 # The partition files of a scan, by partition key as the rows hold it: () for a table without
@@ -144,6 +150,7 @@ class CsvWriter:
                 single = parts[()]
                 self._append(single, [encoded[:-1]])
                 single.rows += len(keys)
+                single.longest = max(single.longest, len(encoded))
                 single.zero_dates += zero_dates
                 if self.progress is not None:
                     self.progress(len(keys))
@@ -156,7 +163,9 @@ class CsvWriter:
                         parts[key] = self._new_file()
                 chunk.append(line)
             for key, count in Counter(keys).items():
-                parts[key].rows += count
+                part = parts[key]
+                part.rows += count
+                part.longest = max(part.longest, len(encoded))
             if zero_dates:
                 for key, count in zip(keys, self._zero_dates_by_row(values), strict=True):
                     parts[key].zero_dates += count
@@ -181,6 +190,7 @@ class CsvWriter:
             self._append_partition(mine, other)
             mine.rows += other.rows
             mine.zero_dates += other.zero_dates
+            mine.longest = max(mine.longest, other.longest)
 
     def _append_partition(self, mine: PartitionFile, other: PartitionFile) -> None:
         """Move the rows of ``other`` (the same partition, another scan) into ``mine``'s file."""
@@ -189,9 +199,12 @@ class CsvWriter:
             shutil.copyfileobj(src, dest, _BUFFER_BYTES)
         other.path.unlink()
 
-    def finish(self, parts: Partitions, as_bytes: bool) -> list[tuple[PartitionKey, WrittenFile]]:
+    def finish(
+        self, parts: Partitions, as_bytes: bool, workers: Workers | None = None
+    ) -> list[tuple[PartitionKey, WrittenFile]]:
         """The finished files with their partition values, as the catalog takes them (see
-        ``partition_values``); compressed first when the datalake asks for gzip."""
+        ``partition_values``); compressed first when the datalake asks for gzip. ``workers``:
+        processes a writer may hand work to (the CSV writer has none to give)."""
         written = []
         for key, part in parts.items():
             path = part.path

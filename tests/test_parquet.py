@@ -16,6 +16,7 @@ import pytest
 import yaml
 from moto import mock_aws
 
+from panorama_elt import parquet_writer as parquet_module
 from panorama_elt import writer as writer_module
 from panorama_elt.column_types import parse_column_type
 from panorama_elt.datalakes.aws import AwsDatalake
@@ -26,10 +27,19 @@ from panorama_elt.settings import FieldSettings, PartitionSettings, TableSetting
 from panorama_elt.views import create_view_sql
 from tests.builders import datalake_settings
 from tests.conftest import local_datalake, mysql_source, template_tables, write_settings
-from tests.test_end_to_end import assert_same_rows, cli, source_rows, view_rows
+from tests.test_end_to_end import (
+    assert_same_rows,
+    cli,
+    connect,
+    full_load,
+    own_openedx_db,
+    source_rows,
+    studentmodule_settings,
+    view_rows,
+)
 from tests.test_fast_path import SplitSpy, assert_split, load, split_everything
 
-__all__ = ["split_everything"]  # the fixture, used by name below
+__all__ = ["own_openedx_db", "split_everything"]  # fixtures, used by name below
 
 REGION = "us-east-1"
 BUCKET = "panorama-parquet"
@@ -99,32 +109,71 @@ def expected_record(i: int) -> dict[str, Any]:
     }
 
 
+def assert_typed_file(path: Path, ids: list[int]) -> None:
+    """The Parquet file of ``typed_row`` rows ``ids``: types, compression and every value."""
+    parquet = pq.ParquetFile(path)
+    assert parquet.schema_arrow.field("modified").type == pa.timestamp("us")
+    assert parquet.schema_arrow.field("big_u").type == pa.decimal128(20, 0)
+    assert parquet.schema_arrow.field("amount").type == pa.decimal128(10, 4)
+    assert parquet.schema_arrow.field("day").type == pa.date32()
+    assert parquet.schema_arrow.field("raw").type == pa.binary()
+    assert parquet.schema_arrow.field("id").type == pa.int64()
+    assert parquet.schema_arrow.field("ratio").type == pa.float64()
+    assert parquet.schema_arrow.field("wide").type == pa.string()
+    if parquet.metadata.num_row_groups:
+        assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
+    got = sorted(parquet.read().to_pylist(), key=lambda r: r["id"])
+    assert got == [expected_record(i) for i in ids]
+
+
 def test_many_partitions_stay_within_the_budget_and_read_back_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A tiny budget: partitions are spilled many times, and their files written in row groups
-    # of that budget.
+    # A tiny budget: partitions are appended to their CSV files many times before they are
+    # converted; tiny groups: some partitions converted alone, others several in one statement.
     monkeypatch.setattr(writer_module, "PENDING_BYTES", 4096)
+    monkeypatch.setattr(parquet_module, "GROUP_BYTES", 60_000)
+    monkeypatch.setattr(parquet_module, "GROUP_FILES", 3)
     table = typed_table()
-    rows = [typed_row(i) for i in range(3000)]
+    # Course 0 gets most rows (a file above the group bound), the others a few each.
+    rows = [typed_row(i) for i in range(3000)] + [typed_row(7 * i) for i in range(430, 1000)]
     writer = ParquetWriter(table, tmp_path)
     files = writer.write(batched(rows, 100), as_bytes=True)
     assert sorted(key for key, _ in files) == [(f"course-{n}",) for n in range(7)]
     for (course,), written in files:
-        ids = [i for i in range(3000) if f"course-{i % 7}" == course]
-        parquet = pq.ParquetFile(written.path)
-        assert parquet.metadata.num_row_groups > 1  # row groups of the budget
-        assert parquet.schema_arrow.field("modified").type == pa.timestamp("us")
-        assert parquet.schema_arrow.field("big_u").type == pa.decimal128(20, 0)
-        assert parquet.schema_arrow.field("amount").type == pa.decimal128(10, 4)
-        assert parquet.schema_arrow.field("day").type == pa.date32()
-        assert parquet.schema_arrow.field("raw").type == pa.binary()
-        assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
-        assert parquet.read().to_pylist() == [expected_record(i) for i in ids]
+        ids = sorted(int(row[1]) for row in rows if row[0].decode() == course)
+        assert written.path.suffix == ".parquet"
+        assert_typed_file(written.path, ids)
         assert written.rows == len(ids)
         assert written.zero_dates == sum(1 for i in ids if i % 10 == 0)
+        assert written.bytes == written.path.stat().st_size
     # Nothing but the finished files is left in the folder.
     assert sorted(tmp_path.iterdir()) == sorted(w.path for _, w in files)
+
+
+def test_a_value_longer_than_the_readers_default_line_reads_back_whole(tmp_path: Path) -> None:
+    table = dataclasses.replace(
+        typed_table(partitioned=False),
+        fields=(
+            FieldSettings("id", parse_column_type("int(11)")),
+            FieldSettings("state", parse_column_type("longtext")),
+        ),
+    )
+    long_text = ('{"answer": "\\n\u00e9' + "x" * (5 << 20) + '"}').encode()
+    rows = [
+        [b"1", long_text],
+        [b"2", b'line\nbreak\r\\ and "quotes"'],
+        [b"3", None],
+        [b"4", b"\\N"],
+    ]
+    ((_, written),) = ParquetWriter(table, tmp_path).write(iter([rows]), as_bytes=True)
+    got = sorted(pq.read_table(written.path).to_pylist(), key=lambda r: r["id"])
+    assert got == [
+        {"id": 1, "state": long_text.decode()},
+        {"id": 2, "state": 'line\nbreak\r\\ and "quotes"'},
+        {"id": 3, "state": None},
+        {"id": 4, "state": "\\N"},  # the text of the NULL token is no NULL
+    ]
 
 
 def test_a_table_without_rows_gets_one_file_with_its_schema(tmp_path: Path) -> None:
@@ -205,6 +254,35 @@ def test_switching_a_csv_lake_to_parquet(
     assert len(list(table_root.rglob("*.parquet"))) == 8
     assert_same_rows(
         source_rows(mysql_server, openedx_db, table), view_rows(settings, table), table.name
+    )
+
+
+def test_a_column_added_before_any_parquet_file_holds_it(
+    tmp_path: Path, mysql_server: dict[str, Any], own_openedx_db: str
+) -> None:
+    """An Open edX upgrade adds a column: the views work at once (NULL), and after the next
+    run hold the source's values."""
+    settings_file = studentmodule_settings(tmp_path, mysql_server, own_openedx_db, "parquet")
+    full_load(settings_file)
+    with connect(mysql_server, own_openedx_db) as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE courseware_studentmodule ADD COLUMN note varchar(20) DEFAULT 'x'")
+    for command in (
+        ["set-tables-fields", "--all"],
+        ["create-datalake-tables", "--all"],
+        ["create-datalake-views", "--all"],
+    ):
+        result = cli(settings_file, *command)
+        assert result.exit_code == 0, result.output
+    settings = load_settings(settings_file)
+    table = settings.tables[0]
+    assert table.file_fields[-1].name == "note"
+    old = view_rows(settings, table)
+    assert len(old) == len(source_rows(mysql_server, own_openedx_db, table))
+    assert {r[len(table.fields) - 1] for r in old} == {None}
+    result = cli(settings_file, "extract-and-load", "--all", "--force")
+    assert result.exit_code == 0, result.output
+    assert_same_rows(
+        source_rows(mysql_server, own_openedx_db, table), view_rows(settings, table), table.name
     )
 
 

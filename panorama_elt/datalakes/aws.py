@@ -158,7 +158,7 @@ def table_input(table: TableSettings, settings: DatalakeSettings) -> dict[str, A
 
 
 def hive_type(ctype: ColumnType) -> str:
-    """The Glue (Hive DDL) type of a Parquet file column (see parquet_writer.arrow_type).
+    """The Glue (Hive DDL) type of a Parquet file column (the type of the typed view, see parquet_writer).
 
     DATETIME/TIMESTAMP columns are Parquet TIMESTAMP_MICROS declared ``bigint``: Athena reads
     the timestamps of Hive tables to milliseconds only, and reads the same column declared

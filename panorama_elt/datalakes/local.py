@@ -250,6 +250,9 @@ class LocalDatalake(Datalake):
             for p in partitions
         ]
         if not rows:
+            if self.settings.file_format == "parquet":
+                # Rewritten files may hold a column the raw table still reads as NULL.
+                self._refresh_raw(table)
             return
         self._execute("BEGIN TRANSACTION")
         try:
@@ -329,13 +332,21 @@ class LocalDatalake(Datalake):
             select = ", ".join(f"CAST(NULL AS VARCHAR) AS {quote_name(c)}" for c in columns)
             sql = f"CREATE OR REPLACE VIEW {name} AS SELECT {select} WHERE false"
         else:
-            picks = [f"r.{quote_name(c)}" for c in file_columns] + [
-                f"p.vals[{i + 1}] AS {quote_name(c)}" for i, c in enumerate(part_columns)
-            ]
+            picks = [f"r.{quote_name(c)}" for c in file_columns]
             if self.settings.file_format == "parquet":
                 reader = read_parquet_sql(files)
+                # A column the settings gained after every file was written (set-tables-fields)
+                # is in none of them: NULL of its type until files that hold it are registered.
+                held = {r[0] for r in self._query("SELECT name FROM parquet_schema(?)", [files])}
+                picks = [
+                    pick
+                    if f.name in held
+                    else f"CAST(NULL AS {f.type.view_type}) AS {quote_name(f.name)}"
+                    for pick, f in zip(picks, table.file_fields, strict=True)
+                ]
             else:
                 reader = read_csv_sql(files, file_columns)
+            picks += [f"p.vals[{i + 1}] AS {quote_name(c)}" for i, c in enumerate(part_columns)]
             sql = (
                 f"CREATE OR REPLACE VIEW {name} AS SELECT {', '.join(picks)} "
                 f"FROM {reader} r "
