@@ -124,8 +124,9 @@ class _Child:
         doing: str,
         progress: Callable[[int], None] | None = None,
         preload: Sequence[str] = (),
+        log_name: str = "stderr.log",
     ) -> _Child:
-        stderr = folder / "stderr.log"
+        stderr = folder / log_name
         with open(stderr, "wb") as err:
             process = subprocess.Popen(
                 [sys.executable, "-c", _BOOT, json.dumps(sys.path)],
@@ -208,8 +209,8 @@ class _Child:
 
 
 class Workers:
-    """``count`` long-lived child processes (started on entry, each with a folder under a
-    temp folder of its own) that run jobs for a whole run, one job at a time each: their
+    """``count`` long-lived child processes (started on entry, with a temp folder of their
+    own) that run jobs for a whole run, one job at a time each: their
     start-up is paid once, not per table. Leaving the block ends them."""
 
     def __init__(self, count: int, doing: str, preload: Sequence[str] = ()) -> None:
@@ -232,10 +233,10 @@ class Workers:
             if child is not None:
                 child.stop()
             assert self._folder is not None, "Workers used outside its with block"
-            folder = self._folder / f"worker-{n}"
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir()
-            child = self._children[n] = _Child.start(folder, self.doing, preload=self.preload)
+            # The folder is the workers' own: one whose parent died removes it.
+            child = self._children[n] = _Child.start(
+                self._folder, self.doing, preload=self.preload, log_name=f"worker-{n}.log"
+            )
         return child
 
     def run(self, jobs: Sequence[Job], table: str) -> list[Any]:
@@ -257,14 +258,15 @@ class Workers:
             raise error
         return results
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         for child in self._children:
             if child is not None:
                 child.end_input()
         for child in self._children:
             if child is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.process.wait(timeout=_WORKER_EXIT_SECONDS)
+                if kind is None:  # a normal end: idle workers exit as their input closes
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.process.wait(timeout=_WORKER_EXIT_SECONDS)
                 child.stop()
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
