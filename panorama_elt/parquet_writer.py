@@ -71,6 +71,10 @@ class ParquetWriter(CsvWriter):
     ) -> None:
         super().__init__(table, folder, None, progress)
 
+    def _append_partition(self, mine: PartitionFile, other: PartitionFile) -> None:
+        """Another scan's file of the same partition is read where it is (see merge)."""
+        mine.more += [other.path, *other.more]
+
     def finish(
         self, parts: Partitions, as_bytes: bool, workers: Workers | None = None
     ) -> list[tuple[PartitionKey, WrittenFile]]:
@@ -129,7 +133,7 @@ class Conversion(Job):
     def _convert(
         self, con: duckdb.DuckDBPyConnection, group: list[PartitionFile], line: int, folder: Path
     ) -> None:
-        files = [str(p.path) for p in group]
+        files = [str(f) for p in group for f in _files(p)]
         reader = (
             f"read_csv($files, columns={self.column_types}, header=true, delim=',', "
             "quote='\"', escape='\\', auto_detect=false, allow_quoted_nulls=false, "
@@ -144,12 +148,16 @@ class Conversion(Job):
             sql = f"COPY (SELECT {self.select} FROM {reader}) TO $target ({options})"
             self._run(con, sql, {"files": files, "target": str(targets[0])}, reader, files)
         else:
-            # Each row's partition is its file's place in the list: a folder of DuckDB's each.
+            # Each row's partition: the place in the group of the partition its file is of
+            # ($parts, by file), a folder of DuckDB's each.
+            parts = [index for index, p in enumerate(group) for _ in _files(p)]
             sql = (
-                f"COPY (SELECT {self.select}, list_position($files, {quote_name(_FILE)}) - 1 "
-                f"AS {_PART} FROM {reader}) TO $target ({options}, PARTITION_BY ({_PART}))"
+                f"COPY (SELECT {self.select}, list_extract($parts, list_position($files, "
+                f"{quote_name(_FILE)})) AS {_PART} FROM {reader}) "
+                f"TO $target ({options}, PARTITION_BY ({_PART}))"
             )
-            self._run(con, sql, {"files": files, "target": str(folder)}, reader, files)
+            params = {"files": files, "parts": parts, "target": str(folder)}
+            self._run(con, sql, params, reader, files)
             for index, target in enumerate(targets):
                 found = list((folder / f"{_PART}={index}").glob("*.parquet"))
                 if len(found) != 1:  # not expected for a group this small
@@ -160,8 +168,9 @@ class Conversion(Job):
                 found[0].replace(target)
             shutil.rmtree(folder)
         for part, target in zip(group, targets, strict=True):
-            part.path.unlink()
-            part.path = target
+            for path in _files(part):
+                path.unlink()
+            part.path, part.more = target, []
 
     def _run(
         self,
@@ -211,6 +220,15 @@ def _typed_sql(f: FieldSettings) -> str:
     return f"CASE WHEN contains({column}, '\\') THEN {sql} ELSE {column} END"
 
 
+def _files(part: PartitionFile) -> list[Path]:
+    """The CSV files of a partition: its own, and other scans'."""
+    return [part.path, *part.more]
+
+
+def _size(part: PartitionFile) -> int:
+    return sum(path.stat().st_size for path in _files(part))
+
+
 def _parts(groups: list[list[PartitionFile]]) -> list[PartitionFile]:
     return [p for group in groups for p in group]
 
@@ -220,7 +238,7 @@ def _groups(parts: list[PartitionFile]) -> Iterator[list[PartitionFile]]:
     without rows (a statement with PARTITION_BY writes no file for it), alone."""
     group: list[PartitionFile] = []
     size = 0
-    for part_size, part in sorted(((p.path.stat().st_size, p) for p in parts), key=lambda t: t[0]):
+    for part_size, part in sorted(((_size(p), p) for p in parts), key=lambda t: t[0]):
         if part.rows == 0 or part_size >= GROUP_BYTES:
             yield [part]
             continue
@@ -238,9 +256,7 @@ def _shares(groups: list[list[PartitionFile]], n: int) -> list[list[list[Partiti
     lightest share)."""
     shares: list[list[list[PartitionFile]]] = [[] for _ in range(n)]
     loads = [0] * n
-    for size, group in sorted(
-        ((sum(p.path.stat().st_size for p in g), g) for g in groups), key=lambda t: -t[0]
-    ):
+    for size, group in sorted(((sum(_size(p) for p in g), g) for g in groups), key=lambda t: -t[0]):
         lightest = loads.index(min(loads))
         shares[lightest].append(group)
         loads[lightest] += size

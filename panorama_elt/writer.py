@@ -13,7 +13,7 @@ import logging
 import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +66,9 @@ class PartitionFile:
     # Bytes of the longest block of lines (one batch's) given to the file: no line is longer,
     # which a reader of the file sizes its buffer by (parquet_writer).
     longest: int = 0
+    # Other scans' files of the same partition, for a writer that reads them where they are
+    # (parquet_writer) instead of appending them to ``path``.
+    more: list[Path] = field(default_factory=list)
 
 
 # The partition files of a scan, by partition key as the rows hold it: () for a table without

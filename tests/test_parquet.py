@@ -151,6 +151,32 @@ def test_many_partitions_stay_within_the_budget_and_read_back_exactly(
     assert sorted(tmp_path.iterdir()) == sorted(w.path for _, w in files)
 
 
+@pytest.mark.parametrize("group_bytes", [40_000, 1 << 20], ids=["alone", "together"])
+def test_partitions_of_two_scans_are_read_from_both_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, group_bytes: int
+) -> None:
+    """A table read by two processes: each partition's rows are in two CSV files, converted
+    together (a partition to a statement, or all in one)."""
+    monkeypatch.setattr(parquet_module, "GROUP_BYTES", group_bytes)
+    table = typed_table()
+    (tmp_path / "second").mkdir()
+    first = ParquetWriter(table, tmp_path)
+    parts = first.write_scan(batched([typed_row(i) for i in range(0, 1400, 2)], 70), True)
+    others = ParquetWriter(table, tmp_path / "second").write_scan(
+        batched([typed_row(i) for i in range(1, 1400, 2)], 70), True
+    )
+    first.merge(parts, others)
+    sizes = [len(g) for g in parquet_module._groups(list(parts.values()))]
+    assert sizes == ([1] * 7 if group_bytes == 40_000 else [7])
+    files = first.finish(parts, True)
+    assert len(files) == 7
+    for (course,), written in files:
+        ids = [i for i in range(1400) if f"course-{i % 7}" == course]
+        assert_typed_file(written.path, ids)
+        assert written.rows == len(ids)
+    assert sorted(tmp_path.rglob("*.*")) == sorted(w.path for _, w in files)
+
+
 def test_a_value_longer_than_the_readers_default_line_reads_back_whole(tmp_path: Path) -> None:
     table = dataclasses.replace(
         typed_table(partitioned=False),
