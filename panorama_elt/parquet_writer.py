@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,9 +125,9 @@ class Conversion(Job):
     def run(self, threads: int) -> None:
         longest = max((p.longest for p in _parts(self.groups)), default=0)
         line = max(_MIN_LINE_BYTES, longest + 1)
-        with _connection(threads, max(MEMORY_BYTES, 8 * line)) as con:
-            for n, group in enumerate(self.groups):
-                self._convert(con, group, line, self.folder / f"parquet-{os.getpid()}-{n}")
+        con = _connection(threads, max(MEMORY_BYTES, 8 * line))
+        for n, group in enumerate(self.groups):
+            self._convert(con, group, line, self.folder / f"parquet-{os.getpid()}-{n}")
 
     def _convert(
         self, con: duckdb.DuckDBPyConnection, group: list[PartitionFile], line: int, folder: Path
@@ -271,21 +270,18 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-@contextmanager
-def _connection(threads: int, memory: int) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory DuckDB for one table's conversion, with ``threads`` and a ``memory`` limit;
-    closed after, which gives its memory back (a worker idles small between tables). It never
-    spills to disk: a conversion streams, and one that would not fit fails its table."""
-    con = duckdb.connect(
-        ":memory:",
-        config={
-            "threads": threads,
-            "memory_limit": f"{memory}B",
-            "preserve_insertion_order": False,
-            "temp_directory": "",
-        },
-    )
-    try:
-        yield con
-    finally:
-        con.close()
+_shared: duckdb.DuckDBPyConnection | None = None
+
+
+def _connection(threads: int, memory: int) -> duckdb.DuckDBPyConnection:
+    """This process's in-memory DuckDB for conversions (connecting takes longer than converting
+    a small table), set to ``threads`` and a ``memory`` limit. It never spills to disk: a
+    conversion streams, and one that would not fit fails its table."""
+    global _shared
+    if _shared is None:
+        _shared = duckdb.connect(
+            ":memory:", config={"preserve_insertion_order": False, "temp_directory": ""}
+        )
+    _shared.execute(f"SET threads = {int(threads)}")
+    _shared.execute(f"SET memory_limit = '{int(memory)}B'")
+    return _shared
