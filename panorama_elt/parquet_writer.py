@@ -39,9 +39,9 @@ from panorama_elt.shards import Job, Workers
 from panorama_elt.views import column_sql, quote_name
 from panorama_elt.writer import CsvWriter, PartitionFile, Partitions, WrittenFile
 
-# zstd at DuckDB's default level: the size-b lake takes 38 MB against snappy's 52 MB and the
-# same time to write (the encoding, not the compression, is what costs; README, Performance).
-# Athena, DuckDB, Spark and pyarrow all read it.
+# zstd at DuckDB's default level: the size-b studentmodule files take 34.5 MB against snappy's
+# 52.5 MB (a third fewer bytes for Athena to scan and S3 to keep) for 5-10% more conversion
+# time (README, Performance). Athena, DuckDB, Spark and pyarrow all read it.
 COMPRESSION = "zstd"
 GROUP_BYTES = 8 << 20
 GROUP_FILES = 100
