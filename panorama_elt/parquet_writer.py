@@ -32,7 +32,7 @@ import duckdb
 
 from panorama_elt.datalakes.local import duckdb_reason
 from panorama_elt.encoding import sql_string
-from panorama_elt.errors import DatalakeError, SourceError
+from panorama_elt.errors import DatalakeError, PanoramaError, SourceError
 from panorama_elt.rows import PartitionKey
 from panorama_elt.settings import FieldSettings, TableSettings
 from panorama_elt.shards import Job, Workers
@@ -44,7 +44,7 @@ from panorama_elt.writer import CsvWriter, PartitionFile, Partitions, WrittenFil
 # time (README, Performance). Athena, DuckDB, Spark and pyarrow all read it.
 COMPRESSION = "zstd"
 GROUP_BYTES = 8 << 20
-GROUP_FILES = 100
+GROUP_FILES = 100  # also DuckDB's partitioned_write_max_open_files (see _connection)
 ROW_GROUP_BYTES = 4 << 20
 MEMORY_BYTES = 64 << 20
 MAX_PROCESSES = 4
@@ -136,6 +136,7 @@ class Conversion(Job):
         reader = (
             f"read_csv($files, columns={self.column_types}, header=true, delim=',', "
             "quote='\"', escape='\\', auto_detect=false, allow_quoted_nulls=false, "
+            "hive_partitioning=false, "  # a temp path holding `/name=value/` adds no column
             f"strict_mode=true, max_line_size={line}, buffer_size={2 * line}, "
             f"filename={sql_string(_FILE)})"
         )
@@ -181,12 +182,15 @@ class Conversion(Job):
     ) -> None:
         try:
             con.execute(sql, params)
-        except duckdb.ConversionException as exc:
+        except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
             raise self._bad_value(con, reader, files, exc) from None
         except duckdb.Error as exc:
-            raise DatalakeError(
-                f"{self.table.name}: writing Parquet files failed: DuckDB: {duckdb_reason(exc)}"
-            ) from None
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: duckdb.Error) -> DatalakeError:
+        return DatalakeError(
+            f"{self.table.name}: writing Parquet files failed: DuckDB: {duckdb_reason(exc)}"
+        )
 
     def _bad_value(
         self,
@@ -194,19 +198,20 @@ class Conversion(Job):
         reader: str,
         files: list[str],
         exc: duckdb.Error,
-    ) -> SourceError:
-        """The error naming the column whose text is not of its type (DuckDB names the value)."""
+    ) -> PanoramaError:
+        """The error naming the column whose text is not of its type (DuckDB names the
+        value); if no column fails alone, DuckDB's own error."""
         for f in self.table.file_fields:
             try:
                 con.execute(f"SELECT count({_typed_sql(f)}) FROM {reader}", {"files": files})
-            except duckdb.ConversionException as column_exc:
+            except (duckdb.ConversionException, duckdb.InvalidInputException) as column_exc:
                 return SourceError(
                     f"{self.table.name}: column {f.name} ({f.type.written}) holds a value that "
                     f"is not a {f.type.view_type} ({duckdb_reason(column_exc)})"
                 )
-        return SourceError(
-            f"{self.table.name}: a value does not fit its type ({duckdb_reason(exc)})"
-        )
+            except duckdb.Error:
+                break
+        return self._failed(exc)
 
 
 def _typed_sql(f: FieldSettings) -> str:
@@ -280,7 +285,14 @@ def _connection(threads: int, memory: int) -> duckdb.DuckDBPyConnection:
     global _shared
     if _shared is None:
         _shared = duckdb.connect(
-            ":memory:", config={"preserve_insertion_order": False, "temp_directory": ""}
+            ":memory:",
+            config={
+                "preserve_insertion_order": False,
+                "temp_directory": "",
+                # A statement writes one file per partition only while it may keep every
+                # partition's file open: one per partition of a group.
+                "partitioned_write_max_open_files": GROUP_FILES,
+            },
         )
     _shared.execute(f"SET threads = {int(threads)}")
     _shared.execute(f"SET memory_limit = '{int(memory)}B'")

@@ -81,7 +81,8 @@ class ShardProcesses:
         for n, shard in enumerate(self.shards, start=1):
             folder = self.folder / f"shard-{n}"
             folder.mkdir()
-            child = _Child.start(folder, ReadScan.doing, self.progress)
+            # Orphaned, it removes the table's temp folder: the dead parent's.
+            child = _Child.start(folder, ReadScan.doing, self.progress, orphan_folder=self.folder)
             child.send(ReadScan(shard, self.table, folder, self.as_bytes, self.writer))
             child.end_input()
             self._running.append(child)
@@ -106,8 +107,8 @@ class ShardProcesses:
 class _Child:
     """One child process and the thread that reads its messages.
 
-    It first gets ``(folder, parent pid, modules to import)``, then jobs until its stdin
-    closes; each job's result comes back in order.
+    It first gets ``(parent pid, modules to import, folder to remove if orphaned)`` (see
+    main), then jobs until its stdin closes; each job's result comes back in order.
     """
 
     def __init__(self, process: subprocess.Popen[bytes], stderr: Path, doing: str) -> None:
@@ -125,6 +126,7 @@ class _Child:
         progress: Callable[[int], None] | None = None,
         preload: Sequence[str] = (),
         log_name: str = "stderr.log",
+        orphan_folder: Path | None = None,
     ) -> _Child:
         stderr = folder / log_name
         with open(stderr, "wb") as err:
@@ -136,7 +138,7 @@ class _Child:
             )
         child = cls(process, stderr, doing)
         assert process.stdout is not None
-        child.send((folder, os.getpid(), list(preload)))
+        child.send((os.getpid(), list(preload), orphan_folder or folder))
         child.reader = threading.Thread(
             target=child._read, args=(process.stdout, progress), daemon=True
         )
@@ -241,19 +243,29 @@ class Workers:
 
     def run(self, jobs: Sequence[Job], table: str) -> list[Any]:
         """Run each job in a worker of its own (at most ``count`` jobs); their results, in
-        order. The first error is raised once every job has ended."""
+        order. The first error is raised once every job has ended. Interrupted (Ctrl-C,
+        SIGTERM) or failing to hand a job over, it kills every worker whose job has not
+        ended: none goes on writing, and none has a result left over for the next call."""
         if len(jobs) > self.count:
             raise ValueError(f"{len(jobs)} jobs for {self.count} workers")
         children = [self._child(n) for n in range(len(jobs))]
-        for child, job in zip(children, jobs, strict=True):
-            child.send(job)
-        results: list[Any] = []
-        error: Exception | None = None
-        for child in children:
-            try:
-                results.append(child.result(table))
-            except Exception as exc:  # noqa: BLE001 - raised below, once all have ended
-                error = error or exc
+        busy: list[_Child] = []
+        try:
+            for child, job in zip(children, jobs, strict=True):
+                busy.append(child)
+                child.send(job)
+            results: list[Any] = []
+            error: Exception | None = None
+            for child in children:
+                try:
+                    results.append(child.result(table))
+                except Exception as exc:  # noqa: BLE001 - raised below, once all have ended
+                    error = error or exc
+                busy.remove(child)
+        except BaseException:
+            for child in busy:
+                child.stop()  # the next call starts it anew
+            raise
         if error is not None:
             raise error
         return results
@@ -329,21 +341,25 @@ class ReadScan(Job):
             self.batches.close()  # the source's clean-up: its connection says goodbye
 
     def clean_up(self, orphaned: bool) -> None:
-        # Our folder is in the parent's temp folder for the table.
-        shutil.rmtree(self.folder.parent if orphaned else self.folder, ignore_errors=True)
+        # Our folder is in the parent's temp folder for the table (removed whole if orphaned).
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def main() -> None:
-    """A child process: run its jobs, send back what each returned."""
+    """A child process: run its jobs, send back what each returned.
+
+    Its first message is ``(parent pid, modules to import, folder to remove if the parent
+    dies)``: a killed parent runs no clean-up of its own.
+    """
     out = os.fdopen(os.dup(1), "wb")  # messages: a pipe of our own; stray prints go to stderr
     os.dup2(2, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which stops us
     signal.signal(signal.SIGTERM, _terminate)
-    folder: Path | None = None
     parent = 0
+    orphan_folder: Path | None = None
     job: Job | None = None
     try:
-        folder, parent, preload = pickle.load(sys.stdin.buffer)
+        parent, preload, orphan_folder = pickle.load(sys.stdin.buffer)
         _die_with(parent)
         for module in preload:
             importlib.import_module(module)
@@ -367,6 +383,10 @@ def main() -> None:
                 result = ("bug", traceback.format_exc())
             job = None
             _send(out, result)
+        # No more jobs: the parent closed our input, or died (the death signal may come later).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if parent and os.getppid() != parent and orphan_folder is not None:
+            shutil.rmtree(orphan_folder, ignore_errors=True)
     except _ParentGone:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # cleaning up: a second one changes nothing
         orphaned = _orphaned(parent) if parent else False
@@ -374,11 +394,12 @@ def main() -> None:
             with contextlib.suppress(BaseException):
                 job.close()
             job.clean_up(orphaned)
-        if folder is not None and orphaned:
-            shutil.rmtree(folder, ignore_errors=True)
+        if orphaned and orphan_folder is not None:
+            shutil.rmtree(orphan_folder, ignore_errors=True)
         os._exit(143)
     except (EOFError, OSError):
-        pass  # the parent went away before sending a job, or stopped reading
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # The parent went away before sending a job, or stopped reading.
     with contextlib.suppress(OSError):
         out.close()
 

@@ -132,13 +132,16 @@ def test_many_partitions_stay_within_the_budget_and_read_back_exactly(
     # A tiny budget: partitions are appended to their CSV files many times before they are
     # converted; tiny groups: some partitions converted alone, others several in one statement.
     monkeypatch.setattr(writer_module, "PENDING_BYTES", 4096)
-    monkeypatch.setattr(parquet_module, "GROUP_BYTES", 60_000)
-    monkeypatch.setattr(parquet_module, "GROUP_FILES", 3)
+    monkeypatch.setattr(parquet_module, "GROUP_BYTES", 180_000)
+    monkeypatch.setattr(parquet_module, "GROUP_FILES", 2)
     table = typed_table()
     # Course 0 gets most rows (a file above the group bound), the others a few each.
     rows = [typed_row(i) for i in range(3000)] + [typed_row(7 * i) for i in range(430, 1000)]
     writer = ParquetWriter(table, tmp_path)
-    files = writer.write(batched(rows, 100), as_bytes=True)
+    parts = writer.write_scan(batched(rows, 100), as_bytes=True)
+    sizes = sorted(len(group) for group in parquet_module._groups(list(parts.values())))
+    assert sizes == [1, 2, 2, 2]  # course 0 alone, the others two to a statement
+    files = writer.finish(parts, as_bytes=True)
     assert sorted(key for key, _ in files) == [(f"course-{n}",) for n in range(7)]
     for (course,), written in files:
         ids = sorted(int(row[1]) for row in rows if row[0].decode() == course)
@@ -200,6 +203,14 @@ def test_a_value_longer_than_the_readers_default_line_reads_back_whole(tmp_path:
         {"id": 3, "state": None},
         {"id": 4, "state": "\\N"},  # the text of the NULL token is no NULL
     ]
+
+
+def test_a_temp_folder_named_like_a_hive_partition_changes_no_value(tmp_path: Path) -> None:
+    folder = tmp_path / "id=5" / "course_id=x"
+    folder.mkdir(parents=True)
+    table = typed_table()
+    ((_, written),) = ParquetWriter(table, folder).write(iter([[typed_row(1)]]), as_bytes=True)
+    assert pq.read_table(written.path).to_pylist() == [expected_record(1)]
 
 
 def test_a_table_without_rows_gets_one_file_with_its_schema(tmp_path: Path) -> None:

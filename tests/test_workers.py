@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from panorama_elt.errors import DatalakeError, SourceError
+from panorama_elt import parquet_writer as parquet_module
+from panorama_elt.errors import DatalakeError, SourceError, failure_line
 from panorama_elt.parquet_writer import ParquetWriter, conversion_workers
 from panorama_elt.rows import batched
 from panorama_elt.shards import Job, Workers
@@ -36,6 +38,20 @@ class Dies(Job):
     def __call__(self, progress: Callable[[int], None]) -> None:
         print("about to die", file=sys.stderr)
         os._exit(3)
+
+
+class Stalls(Job):
+    """Writes ``marker``, then goes on working (writing) until it is stopped."""
+
+    doing = "test"
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __call__(self, progress: Callable[[int], None]) -> None:
+        self.marker.write_text(str(os.getpid()))
+        while True:
+            time.sleep(0.01)
 
 
 class Fails(Job):
@@ -63,8 +79,9 @@ def test_a_worker_that_dies_fails_its_job_in_one_line_and_is_replaced() -> None:
     with Workers(2, "test") as workers:
         with pytest.raises(SourceError) as failed:
             workers.run([Pid(), Dies()], "tbl")
-        assert str(failed.value).startswith("tbl: a test process ended without a result")
-        assert "about to die" in str(failed.value)
+        line = failure_line(failed.value)
+        assert line.startswith("tbl: a test process ended without a result (exit code 3)")
+        assert "about to die" in line and "\n" not in line
         again = workers.run([Pid(), Pid()], "tbl")
         assert len(set(again)) == 2
 
@@ -78,19 +95,30 @@ def test_a_jobs_error_reaches_the_parent_as_itself(error: type[Exception]) -> No
         assert pid != os.getpid()
 
 
-def test_parquet_files_converted_in_workers_read_back_exactly(tmp_path: Path) -> None:
+def test_parquet_files_converted_in_workers_read_back_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two scans' files of each partition, in several groups shared among the workers."""
+    monkeypatch.setattr(parquet_module, "GROUP_BYTES", 40_000)
     table = typed_table()
-    rows = [typed_row(i) for i in range(700)]
+    (tmp_path / "second").mkdir()
+    writer = ParquetWriter(table, tmp_path)
+    parts = writer.write_scan(batched([typed_row(i) for i in range(0, 1400, 2)], 50), True)
+    others = ParquetWriter(table, tmp_path / "second").write_scan(
+        batched([typed_row(i) for i in range(1, 1400, 2)], 50), True
+    )
+    writer.merge(parts, others)
     with conversion_workers() as workers:
-        writer = ParquetWriter(table, tmp_path)
-        files = writer.finish(writer.write_scan(batched(rows, 50), True), True, workers)
+        groups = list(parquet_module._groups(list(parts.values())))
+        assert len(parquet_module._shares(groups, workers.count)) == workers.count >= 2
+        files = writer.finish(parts, True, workers)
     assert sorted(key for key, _ in files) == [(f"course-{n}",) for n in range(7)]
     for (course,), written in files:
-        ids = [i for i in range(700) if f"course-{i % 7}" == course]
+        ids = [i for i in range(1400) if f"course-{i % 7}" == course]
         got = sorted(pq.read_table(written.path).to_pylist(), key=lambda r: r["id"])
         assert got == [expected_record(i) for i in ids]
         assert written.rows == len(ids)
-    assert sorted(tmp_path.iterdir()) == sorted(w.path for _, w in files)
+    assert sorted(tmp_path.rglob("*.*")) == sorted(w.path for _, w in files)
 
 
 def test_a_bad_value_found_in_a_worker_names_its_column(tmp_path: Path) -> None:
@@ -145,3 +173,29 @@ def test_workers_of_a_killed_parent_stop_and_remove_their_folder(tmp_path: Path)
         if owner.poll() is None:
             owner.kill()
         owner.communicate()
+
+
+def test_an_interrupt_while_jobs_run_stops_their_workers_and_leaves_no_result_behind(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C (or SIGTERM's exit) while workers convert: the interrupt reaches the caller, the
+    busy workers are killed (none writes on into a folder being removed), and the next call
+    gets its own results, not the interrupted ones."""
+    marker = tmp_path / "started"
+    with Workers(2, "test") as workers:
+        def interrupt_once_started() -> None:
+            deadline = time.monotonic() + 30
+            while not marker.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threading.Thread(target=interrupt_once_started, daemon=True).start()
+        with pytest.raises(KeyboardInterrupt):
+            workers.run([Pid(), Stalls(marker)], "tbl")
+        stalled = int(marker.read_text())
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{stalled}").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not Path(f"/proc/{stalled}").exists(), "the busy worker still runs"
+        again = workers.run([Pid(), Pid()], "tbl")
+        assert len(set(again)) == 2 and stalled not in again

@@ -337,10 +337,16 @@ class LocalDatalake(Datalake):
                 reader = read_parquet_sql(files)
                 # A column the settings gained after every file was written (set-tables-fields)
                 # is in none of them: NULL of its type until files that hold it are registered.
-                held = {r[0] for r in self._query("SELECT name FROM parquet_schema(?)", [files])}
+                # (DuckDB matches names whatever their case; the schema's root is no column.)
+                held = {
+                    name.lower()
+                    for (name,) in self._query(
+                        "SELECT name FROM parquet_schema(?) WHERE num_children IS NULL", [files]
+                    )
+                }
                 picks = [
                     pick
-                    if f.name in held
+                    if f.name.lower() in held
                     else f"CAST(NULL AS {f.type.view_type}) AS {quote_name(f.name)}"
                     for pick, f in zip(picks, table.file_fields, strict=True)
                 ]
