@@ -37,7 +37,14 @@ from tests.test_end_to_end import (
     studentmodule_settings,
     view_rows,
 )
-from tests.test_fast_path import SplitSpy, assert_split, load, split_everything
+from tests.test_fast_path import (
+    SplitSpy,
+    assert_split,
+    load,
+    shard_processes,
+    split_everything,
+)
+from tests.test_reliability import finish, panorama
 
 __all__ = ["own_openedx_db", "split_everything"]  # fixtures, used by name below
 
@@ -320,6 +327,34 @@ def test_a_column_added_before_any_parquet_file_holds_it(
     assert result.exit_code == 0, result.output
     assert_same_rows(
         source_rows(mysql_server, own_openedx_db, table), view_rows(settings, table), table.name
+    )
+
+
+def test_a_parquet_run_as_a_process_leaves_no_temp_file_and_no_process(
+    tmp_path: Path, mysql_server: dict[str, Any], openedx_db: str
+) -> None:
+    """panorama.py as cron runs it: its conversion workers are gone when it exits, and so is
+    every file it put in TMPDIR."""
+    settings_file = studentmodule_only(
+        tmp_path / "s.yaml", mysql_server, openedx_db, parquet_lake(tmp_path / "lake")
+    )
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    for args in (
+        ["create-datalake-tables", "--all"],
+        ["create-datalake-views", "--all"],
+        ["extract-and-load", "--all", "--force"],
+    ):
+        process = panorama(settings_file, *args, env={"TMPDIR": str(private_tmp)})
+        code, out = finish(process)
+        assert code == 0, out
+        assert list(private_tmp.iterdir()) == [], "temp files left behind"
+        assert not shard_processes(parent=process.pid), "a worker outlived the run"
+        assert not shard_processes(tmpdir=private_tmp), "a worker outlived the run"
+    settings = load_settings(settings_file)
+    table = settings.tables[0]
+    assert_same_rows(
+        source_rows(mysql_server, openedx_db, table), view_rows(settings, table), table.name
     )
 
 
