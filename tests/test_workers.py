@@ -183,6 +183,7 @@ def test_an_interrupt_while_jobs_run_stops_their_workers_and_leaves_no_result_be
     gets its own results, not the interrupted ones."""
     marker = tmp_path / "started"
     with Workers(2, "test") as workers:
+
         def interrupt_once_started() -> None:
             deadline = time.monotonic() + 30
             while not marker.exists() and time.monotonic() < deadline:
