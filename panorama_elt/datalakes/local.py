@@ -21,6 +21,8 @@ from panorama_elt.views import create_view_sql, quote_name, raw_columns
 
 CATALOG_TABLE = "panorama_partitions"
 _FILE_COLUMN = "panorama_file"
+# The comment of a Parquet raw table that reads columns no file holds yet as NULL.
+_NULL_COLUMNS_NOTE = "columns no file holds yet, read as NULL: "
 # Files written before a column was added have fewer columns: null_padding reads them with
 # NULL for the new column until they are rewritten.
 _MAX_LINE_BYTES = 1 << 30
@@ -250,8 +252,8 @@ class LocalDatalake(Datalake):
             for p in partitions
         ]
         if not rows:
-            if self.settings.file_format == "parquet":
-                # Rewritten files may hold a column the raw table still reads as NULL.
+            if self._reads_as_null(table):
+                # Rewritten files may now hold a column the raw table reads as NULL.
                 self._refresh_raw(table)
             return
         self._execute("BEGIN TRANSACTION")
@@ -328,6 +330,7 @@ class LocalDatalake(Datalake):
             )
         ]
         name = quote_name(table.datalake_table_name)
+        missing: list[str] = []
         if not files:
             select = ", ".join(f"CAST(NULL AS VARCHAR) AS {quote_name(c)}" for c in columns)
             sql = f"CREATE OR REPLACE VIEW {name} AS SELECT {select} WHERE false"
@@ -339,15 +342,16 @@ class LocalDatalake(Datalake):
                 # is in none of them: NULL of its type until files that hold it are registered.
                 # (DuckDB matches names whatever their case; the schema's root is no column.)
                 held = {
-                    name.lower()
-                    for (name,) in self._query(
+                    column.lower()
+                    for (column,) in self._query(
                         "SELECT name FROM parquet_schema(?) WHERE num_children IS NULL", [files]
                     )
                 }
+                missing = [f.name for f in table.file_fields if f.name.lower() not in held]
                 picks = [
-                    pick
-                    if f.name.lower() in held
-                    else f"CAST(NULL AS {f.type.view_type}) AS {quote_name(f.name)}"
+                    f"CAST(NULL AS {f.type.view_type}) AS {quote_name(f.name)}"
+                    if f.name in missing
+                    else pick
                     for pick, f in zip(picks, table.file_fields, strict=True)
                 ]
             else:
@@ -359,6 +363,19 @@ class LocalDatalake(Datalake):
                 f"JOIN {CATALOG_TABLE} p ON p.file = r.{quote_name(_FILE_COLUMN)}"
             )
         self._execute(sql)
+        if missing:
+            # What _reads_as_null looks for (a replaced view loses its comment).
+            note = _NULL_COLUMNS_NOTE + ", ".join(missing)
+            self._execute(f"COMMENT ON VIEW {name} IS {sql_string(note)}")
+
+    def _reads_as_null(self, table: TableSettings) -> bool:
+        """Whether the raw table reads a column as NULL that no registered file held when it
+        was defined (see _refresh_raw)."""
+        rows = self._query(
+            "SELECT comment FROM duckdb_views() WHERE view_name = ? AND NOT internal",
+            [table.datalake_table_name],
+        )
+        return any(comment and comment.startswith(_NULL_COLUMNS_NOTE) for (comment,) in rows)
 
 
 def _one_line(exc: BaseException) -> str:
