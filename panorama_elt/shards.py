@@ -212,8 +212,8 @@ class _Child:
 
 class Workers:
     """``count`` long-lived child processes (started on entry, with a temp folder of their
-    own) that run jobs for a whole run, one job at a time each: their
-    start-up is paid once, not per table. Leaving the block ends them."""
+    own) that run jobs for a whole run, one job at a time each: their start-up is paid once,
+    not per table. Leaving the block ends them."""
 
     def __init__(self, count: int, doing: str, preload: Sequence[str] = ()) -> None:
         self.count = count

@@ -25,6 +25,7 @@ from panorama_elt.parquet_writer import ParquetWriter
 from panorama_elt.rows import batched
 from panorama_elt.settings import FieldSettings, PartitionSettings, TableSettings, load_settings
 from panorama_elt.views import create_view_sql
+from panorama_elt.writer import Partitions
 from tests.builders import datalake_settings
 from tests.conftest import local_datalake, mysql_source, template_tables, write_settings
 from tests.test_end_to_end import (
@@ -161,6 +162,20 @@ def test_many_partitions_stay_within_the_budget_and_read_back_exactly(
     assert sorted(tmp_path.iterdir()) == sorted(w.path for _, w in files)
 
 
+def two_scans(folder: Path, rows: int) -> tuple[ParquetWriter, Partitions]:
+    """``typed_row`` 0 .. rows-1 written by two scans (even rows, odd rows, the second in a
+    folder of its own) and merged, as for a table read by two processes."""
+    table = typed_table()
+    (folder / "second").mkdir()
+    writer = ParquetWriter(table, folder)
+    parts = writer.write_scan(batched([typed_row(i) for i in range(0, rows, 2)], 70), True)
+    others = ParquetWriter(table, folder / "second").write_scan(
+        batched([typed_row(i) for i in range(1, rows, 2)], 70), True
+    )
+    writer.merge(parts, others)
+    return writer, parts
+
+
 @pytest.mark.parametrize("group_bytes", [40_000, 1 << 20], ids=["alone", "together"])
 def test_partitions_of_two_scans_are_read_from_both_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, group_bytes: int
@@ -168,14 +183,7 @@ def test_partitions_of_two_scans_are_read_from_both_files(
     """A table read by two processes: each partition's rows are in two CSV files, converted
     together (a partition to a statement, or all in one)."""
     monkeypatch.setattr(parquet_module, "GROUP_BYTES", group_bytes)
-    table = typed_table()
-    (tmp_path / "second").mkdir()
-    first = ParquetWriter(table, tmp_path)
-    parts = first.write_scan(batched([typed_row(i) for i in range(0, 1400, 2)], 70), True)
-    others = ParquetWriter(table, tmp_path / "second").write_scan(
-        batched([typed_row(i) for i in range(1, 1400, 2)], 70), True
-    )
-    first.merge(parts, others)
+    first, parts = two_scans(tmp_path, 1400)
     sizes = [len(g) for g in parquet_module._groups(list(parts.values()))]
     assert sizes == ([1] * 7 if group_bytes == 40_000 else [7])
     files = first.finish(parts, True)

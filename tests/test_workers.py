@@ -19,10 +19,9 @@ import pytest
 from panorama_elt import parquet_writer as parquet_module
 from panorama_elt.errors import DatalakeError, SourceError, failure_line
 from panorama_elt.parquet_writer import ParquetWriter, conversion_workers
-from panorama_elt.rows import batched
 from panorama_elt.shards import Job, Workers
 from tests.conftest import ROOT
-from tests.test_parquet import expected_record, typed_row, typed_table
+from tests.test_parquet import expected_record, two_scans, typed_row, typed_table
 
 
 class Pid(Job):
@@ -100,14 +99,7 @@ def test_parquet_files_converted_in_workers_read_back_exactly(
 ) -> None:
     """Two scans' files of each partition, in several groups shared among the workers."""
     monkeypatch.setattr(parquet_module, "GROUP_BYTES", 40_000)
-    table = typed_table()
-    (tmp_path / "second").mkdir()
-    writer = ParquetWriter(table, tmp_path)
-    parts = writer.write_scan(batched([typed_row(i) for i in range(0, 1400, 2)], 50), True)
-    others = ParquetWriter(table, tmp_path / "second").write_scan(
-        batched([typed_row(i) for i in range(1, 1400, 2)], 50), True
-    )
-    writer.merge(parts, others)
+    writer, parts = two_scans(tmp_path, 1400)
     with conversion_workers() as workers:
         groups = list(parquet_module._groups(list(parts.values())))
         assert len(parquet_module._shares(groups, workers.count)) == workers.count >= 2
